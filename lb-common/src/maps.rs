@@ -1,0 +1,318 @@
+//! The BPF maps that the data plane and the controller share: their names,
+//! their limits and the `#[repr(C)]` layout of every key and value.
+//!
+//! Layout rules: fixed-width integers and byte arrays only, explicit `_pad`
+//! fields, and a compile-time size check, because implicit padding in a hash
+//! key silently breaks lookups. Addresses are 16 bytes for both families (an
+//! IPv4 address sits in `addr[0]`, the rest zero) so IPv6 needs no new maps.
+//! Fields marked "network order" hold the bytes as they are on the wire.
+
+/// Limits shared by both sides.
+pub const MAX_SERVICES: u32 = 1024;
+pub const MAX_REALS: u32 = 8192;
+/// The longest real list one service can have; every scheduler loop is
+/// bounded by it, which is what keeps the verifier's work finite.
+pub const MAX_REALS_PER_SERVICE: usize = 256;
+/// Default size of the connection table (both directions of a NAT flow use
+/// an entry each). `[director] conn_table_size` overrides it.
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 1 << 18;
+
+/// Map names, as the eBPF object spells them.
+pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_SERVICE_REALS: &str = "SERVICE_REALS";
+pub const MAP_REALS: &str = "REALS";
+pub const MAP_SCHED_STATE: &str = "SCHED_STATE";
+pub const MAP_CONNS: &str = "CONNS";
+pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
+pub const MAP_REAL_STATS: &str = "REAL_STATS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_DECAP_VIPS: &str = "DECAP_VIPS";
+/// Program names.
+pub const PROG_DIRECTOR: &str = "xlvs_director";
+pub const PROG_DECAP: &str = "xlvs_decap";
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPIP: u8 = 4;
+
+/// How a real is reached: LVS's three forwarding methods.
+pub const FWD_NAT: u8 = 0;
+pub const FWD_DR: u8 = 1;
+pub const FWD_TUN: u8 = 2;
+
+/// Scheduler ids (the order of ipvsadm's list, then Maglev).
+pub const SCHED_RR: u8 = 0;
+pub const SCHED_WRR: u8 = 1;
+pub const SCHED_LC: u8 = 2;
+pub const SCHED_WLC: u8 = 3;
+pub const SCHED_LBLC: u8 = 4;
+pub const SCHED_LBLCR: u8 = 5;
+pub const SCHED_DH: u8 = 6;
+pub const SCHED_SH: u8 = 7;
+pub const SCHED_SED: u8 = 8;
+pub const SCHED_NQ: u8 = 9;
+pub const SCHED_MH: u8 = 10;
+
+/// Key of `SERVICES`: a virtual service, VIP:port/protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// VIP, network order.
+    pub addr: [u32; 4],
+    /// VIP port, network order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index into `SERVICE_REALS`, `SCHED_STATE` and `SERVICE_STATS`.
+    pub id: u32,
+    /// How many entries of `SERVICE_REALS[id]` are in use.
+    pub nreals: u32,
+    pub scheduler: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `SERVICE_REALS` (an array indexed by service id): the real ids of
+/// one service in IPVS scan order, newest-added first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceReals {
+    pub ids: [u32; MAX_REALS_PER_SERVICE],
+}
+
+impl Default for ServiceReals {
+    fn default() -> Self {
+        Self { ids: [0; MAX_REALS_PER_SERVICE] }
+    }
+}
+
+/// `Real::flags`: the controller has resolved the next hop towards the real
+/// (`ifindex`, `smac`, `dmac`, `tun_saddr` are valid).
+pub const REAL_F_NEXTHOP: u32 = 1;
+
+/// Value of `REALS` (an array indexed by real id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Real {
+    /// The real's address, network order.
+    pub addr: [u32; 4],
+    /// Tunnelling: the outer source address, the director's own address on
+    /// the route towards the real. Network order.
+    pub tun_saddr: [u32; 4],
+    /// The real's port, network order (differs from the VIP's only in NAT).
+    pub port: u16,
+    pub forward: u8,
+    pub family: u8,
+    /// 0 means quiescent: no new connections.
+    pub weight: u32,
+    pub flags: u32,
+    /// Egress interface towards the real.
+    pub ifindex: u32,
+    /// Next hop's MAC (the real's own when it is on-link).
+    pub dmac: [u8; 6],
+    /// The director's MAC on `ifindex`.
+    pub smac: [u8; 6],
+    /// The service this real belongs to.
+    pub service: u32,
+}
+
+/// Value of `SCHED_STATE` (an array indexed by service id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedState {
+    /// rr: where the next scan starts (the position after the last pick).
+    pub cursor: u32,
+    pub _pad: u32,
+}
+
+/// Key of `CONNS`: a packet's 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Network order.
+    pub saddr: [u32; 4],
+    /// Network order.
+    pub daddr: [u32; 4],
+    /// Network order.
+    pub sport: u16,
+    /// Network order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+impl ConnKey {
+    /// The tuple of the packets that travel the other way.
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// `Conn::flags`: this entry is keyed by a NAT reply (real → client).
+pub const CONN_F_REPLY: u8 = 1;
+/// `Conn::flags`: the director sees only the client's side (DR, TUN), so the
+/// TCP state machine runs on the client's flags alone (IPVS's NOOUTPUT).
+pub const CONN_F_NOOUTPUT: u8 = 2;
+
+/// Value of `CONNS`. A client's flow has one entry; a NAT flow also has one
+/// keyed by the reply tuple, which carries what the reply path needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// `bpf_ktime_get_ns` of the last packet (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+    pub real: u32,
+    pub service: u32,
+    /// The VIP, network order (reply entries rewrite the source back to it).
+    pub vaddr: [u32; 4],
+    /// The VIP port, network order.
+    pub vport: u16,
+    /// `tcp_state::State` as u8 (client entries only; UDP keeps NONE).
+    pub state: u8,
+    pub flags: u8,
+    /// Reply entries: the interface the client's packets arrived on.
+    pub ifindex: u32,
+    /// Reply entries: the client-side next hop (source MAC of the client's
+    /// packets), where replies go back to.
+    pub peer_mac: [u8; 6],
+    /// Reply entries: the director's MAC on `ifindex`.
+    pub own_mac: [u8; 6],
+    pub _pad: [u8; 4],
+}
+
+/// Value of `SERVICE_STATS` and `REAL_STATS` (per-CPU arrays, summed by the
+/// controller).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+}
+
+/// Indexes of the `COUNTERS` per-CPU array: every XDP verdict has a reason.
+pub mod counter {
+    /// Not IPv4 (ARP, IPv6, VLAN...): handed to the kernel.
+    pub const PASS_NOT_IP: u32 = 0;
+    /// IPv4 but not TCP/UDP for a VIP:port: handed to the kernel.
+    pub const PASS_NOT_VIP: u32 = 1;
+    /// A fragment: handed to the kernel untouched.
+    pub const PASS_FRAGMENT: u32 = 2;
+    /// A TCP segment for a VIP with no connection that is not a SYN.
+    pub const PASS_NOT_SYN: u32 = 3;
+    /// NAT with TTL <= 1: the kernel sends the ICMP time exceeded.
+    pub const PASS_TTL: u32 = 4;
+    /// The next hop is not resolved yet and the rewritten packet is routable.
+    pub const PASS_NO_NEXTHOP: u32 = 5;
+    /// A header claims more bytes than the frame has.
+    pub const DROP_TRUNCATED: u32 = 6;
+    /// A malformed IPv4 or L4 header.
+    pub const DROP_BAD_HEADER: u32 = 7;
+    /// No real is available for a new connection.
+    pub const DROP_NO_REAL: u32 = 8;
+    /// DR with no resolved next hop: the packet cannot be delivered.
+    pub const DROP_NO_NEXTHOP: u32 = 9;
+    /// `bpf_xdp_adjust_head` failed (no headroom for the tunnel header).
+    pub const DROP_NO_HEADROOM: u32 = 10;
+    /// A connection entry points at a real that no longer exists.
+    pub const DROP_STALE_REAL: u32 = 11;
+    /// Forwarded to a real.
+    pub const FWD_NAT: u32 = 12;
+    pub const FWD_DR: u32 = 13;
+    pub const FWD_TUN: u32 = 14;
+    /// A NAT reply rewritten back to the VIP and sent to the client.
+    pub const FWD_NAT_REPLY: u32 = 15;
+    /// A new connection was scheduled.
+    pub const CONN_NEW: u32 = 16;
+    /// The connection table refused an insert.
+    pub const CONN_INSERT_FAIL: u32 = 17;
+    /// Decapsulated an IP-in-IP packet for a VIP (`xlvs decap`).
+    pub const DECAP: u32 = 18;
+    pub const COUNT: u32 = 19;
+
+    /// Names for views and metrics, indexed by counter.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "pass_not_ip",
+        "pass_not_vip",
+        "pass_fragment",
+        "pass_not_syn",
+        "pass_ttl_exceeded",
+        "pass_no_nexthop",
+        "drop_truncated",
+        "drop_bad_header",
+        "drop_no_real",
+        "drop_no_nexthop",
+        "drop_no_headroom",
+        "drop_stale_real",
+        "fwd_nat",
+        "fwd_dr",
+        "fwd_tun",
+        "fwd_nat_reply",
+        "conn_new",
+        "conn_insert_fail",
+        "decap",
+    ];
+}
+
+/// Key of `DECAP_VIPS`: a VIP that `xlvs decap` accepts tunnelled packets for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network order.
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<ServiceKey>() == 20);
+    assert!(core::mem::size_of::<Service>() == 12);
+    assert!(core::mem::size_of::<Real>() == 64);
+    assert!(core::mem::size_of::<ConnKey>() == 40);
+    assert!(core::mem::size_of::<Conn>() == 56);
+    assert!(core::mem::size_of::<Stats>() == 40);
+    assert!(core::mem::size_of::<VipKey>() == 20);
+    assert!(core::mem::size_of::<SchedState>() == 8);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), made of integers and byte arrays, with
+    // every padding byte spelled out as a field.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for ServiceReals {}
+    unsafe impl aya::Pod for Real {}
+    unsafe impl aya::Pod for SchedState {}
+    unsafe impl aya::Pod for ConnKey {}
+    unsafe impl aya::Pod for Conn {}
+    unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for VipKey {}
+}
+
+/// An IPv4 address as the maps hold it.
+#[must_use]
+pub const fn v4_addr(octets: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(octets), 0, 0, 0]
+}

@@ -1,0 +1,224 @@
+//! The three LVS forwarding methods, and the NAT reply path.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use lb_common::{
+    Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
+    REAL_F_NEXTHOP, Real, counter, csum,
+    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at},
+    tcp_state::{self, Direction},
+};
+
+use crate::{
+    director::account,
+    maps::{CONNS, Frame, verdict},
+};
+
+const IP_DF: u16 = 0x4000;
+
+#[inline(always)]
+pub fn eth(ctx: &XdpContext) -> Option<*mut EthHdr> {
+    ptr_at(&Frame(ctx), 0)
+}
+
+/// Sends the frame out of `ifindex`: back out of the wire it came in on, or
+/// redirected to another interface.
+#[inline(always)]
+fn send(ctx: &XdpContext, ifindex: u32) -> u32 {
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        return XDP_TX;
+    }
+    // SAFETY: a plain helper call; it returns XDP_REDIRECT or XDP_ABORTED.
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// Forwards a client's packet to its real.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 {
+    account(real_id, (ctx.data_end() - ctx.data()) as u64, true);
+    match real.forward {
+        FWD_NAT => nat_in(ctx, flow, real),
+        FWD_DR => direct(ctx, real),
+        FWD_TUN => tunnel(ctx, real),
+        _ => verdict(counter::DROP_STALE_REAL, XDP_DROP),
+    }
+}
+
+/// Direct routing (`ip_vs_dr_xmit`): only the MAC addresses change; the real
+/// holds the VIP itself.
+#[inline(always)]
+fn direct(ctx: &XdpContext, real: &Real) -> u32 {
+    if real.flags & REAL_F_NEXTHOP == 0 {
+        return verdict(counter::DROP_NO_NEXTHOP, XDP_DROP);
+    }
+    let Some(eth) = eth(ctx) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `eth`.
+    unsafe {
+        (*eth).dst = real.dmac;
+        (*eth).src = real.smac;
+    }
+    send(ctx, real.ifindex)
+}
+
+/// NAT, inbound (`ip_vs_nat_xmit`): the destination becomes the real's
+/// address and port.
+#[inline(always)]
+fn nat_in(ctx: &XdpContext, flow: &Flow, real: &Real) -> u32 {
+    if flow.ttl <= 1 {
+        return verdict(counter::PASS_TTL, XDP_PASS);
+    }
+    if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port).is_none() {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    }
+    if real.flags & REAL_F_NEXTHOP == 0 {
+        // The kernel routes the rewritten packet and resolves the neighbour;
+        // the controller will have the next hop ready for the packets after.
+        return verdict(counter::PASS_NO_NEXTHOP, XDP_PASS);
+    }
+    let Some(eth) = eth(ctx) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `eth`.
+    unsafe {
+        (*eth).dst = real.dmac;
+        (*eth).src = real.smac;
+    }
+    send(ctx, real.ifindex)
+}
+
+/// NAT, a reply from a real: the source goes back to VIP:port and the frame
+/// returns the way the client's packets came in.
+#[inline(always)]
+pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
+    if flow.ttl <= 1 {
+        return verdict(counter::PASS_TTL, XDP_PASS);
+    }
+    let client_key = ConnKey {
+        saddr: flow.daddr,
+        daddr: reply.vaddr,
+        sport: flow.dport,
+        dport: reply.vport,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    };
+    if let Some(client) = CONNS.get_ptr_mut(&client_key) {
+        // SAFETY: a live map value (see director.rs).
+        let client = unsafe { &mut *client };
+        client.last_seen_ns = now;
+        if flow.proto == IPPROTO_TCP {
+            client.state = tcp_state::next(client.state, Direction::Output, flow.tcp_flags);
+        }
+    }
+    account(reply.real, (ctx.data_end() - ctx.data()) as u64, false);
+    if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport).is_none() {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    }
+    let Some(eth) = eth(ctx) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `eth`.
+    unsafe {
+        (*eth).dst = reply.peer_mac;
+        (*eth).src = reply.own_mac;
+    }
+    send(ctx, reply.ifindex)
+}
+
+/// IP-in-IP (`ip_vs_tunnel_xmit`): a new outer IPv4 header towards the real,
+/// with the inner header's TOS, TTL and DF.
+#[inline(always)]
+fn tunnel(ctx: &XdpContext, real: &Real) -> u32 {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(&Frame(ctx), ETH_HLEN) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let inner = unsafe { *ip };
+    let Some(tot_len) = u16::from_be(inner.tot_len).checked_add(IPV4_HLEN as u16) else {
+        return verdict(counter::DROP_BAD_HEADER, XDP_DROP);
+    };
+    // SAFETY: a plain helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV4_HLEN as i32)) } != 0 {
+        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    }
+    let (Some(eth), Some(outer)) = (eth(ctx), ptr_at::<Ipv4Hdr>(&Frame(ctx), ETH_HLEN)) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    let mut hdr = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: inner.tos,
+        tot_len: tot_len.to_be(),
+        id: inner.id,
+        frag_off: inner.frag_off & IP_DF.to_be(),
+        ttl: inner.ttl,
+        proto: IPPROTO_IPIP,
+        check: 0,
+        saddr: real.tun_saddr[0],
+        daddr: real.addr[0],
+    };
+    // SAFETY: Ipv4Hdr is 20 bytes of plain integers.
+    hdr.check = csum::ipv4_header(&unsafe { core::mem::transmute::<Ipv4Hdr, [u16; 10]>(hdr) });
+    // SAFETY: bounds checked above.
+    unsafe {
+        *outer = hdr;
+        (*eth).dst = real.dmac;
+        (*eth).src = real.smac;
+        (*eth).proto = ETH_P_IP.to_be();
+    }
+    if real.flags & REAL_F_NEXTHOP == 0 {
+        return verdict(counter::PASS_NO_NEXTHOP, XDP_PASS);
+    }
+    send(ctx, real.ifindex)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Source,
+    Destination,
+}
+
+/// Rewrites one endpoint's address and port, decrements the TTL, and keeps
+/// the IPv4 and L4 checksums right with incremental updates.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16) -> Option<()> {
+    let frame = Frame(ctx);
+    let ip: *mut Ipv4Hdr = ptr_at(&frame, ETH_HLEN)?;
+    let (addr_off, port_off) = match which {
+        Endpoint::Source => (12, 0),
+        Endpoint::Destination => (16, 2),
+    };
+    let addr_ptr: *mut u32 = ptr_at(&frame, ETH_HLEN + addr_off)?;
+    let ttl_word: *mut u16 = ptr_at(&frame, ETH_HLEN + 8)?;
+    let port_ptr: *mut u16 = ptr_at(&frame, flow.l4_off + port_off)?;
+    // SAFETY: every pointer above was bounds checked by `ptr_at`.
+    unsafe {
+        let old_addr = *addr_ptr;
+        *addr_ptr = addr;
+        let old_ttl = *ttl_word;
+        (*ip).ttl -= 1;
+        let check = csum::replace4((*ip).check, old_addr, addr);
+        (*ip).check = csum::replace2(check, old_ttl, *ttl_word);
+
+        let old_port = *port_ptr;
+        *port_ptr = port;
+        match flow.proto {
+            IPPROTO_TCP => {
+                let c: *mut u16 = ptr_at(&frame, flow.l4_off + TCP_CHECK_OFF)?;
+                *c = csum::replace2(csum::replace4(*c, old_addr, addr), old_port, port);
+            }
+            IPPROTO_UDP => {
+                let c: *mut u16 = ptr_at(&frame, flow.l4_off + UDP_CHECK_OFF)?;
+                if *c != 0 {
+                    *c = csum::udp_fixup(csum::replace2(csum::replace4(*c, old_addr, addr), old_port, port));
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(())
+}

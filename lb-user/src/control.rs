@@ -1,0 +1,125 @@
+//! The control socket: one JSON request per line, one JSON response per
+//! line. `xlvs list` and, later, runtime edits talk to a running director
+//! through it.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream as StdUnixStream},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    net::UnixListener,
+};
+
+use crate::view::Snapshot;
+
+pub const DEFAULT_SOCKET: &str = "/run/xlvs/xlvs.sock";
+/// The longest request line accepted; anything longer is refused.
+const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    List,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Snapshot(Snapshot),
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("another director is already listening on {0}")]
+    InUse(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("no director answers on {path}: {source}")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("bad answer from the director: {0}")]
+    Protocol(String),
+}
+
+/// A bound control socket; the file is removed on drop.
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds `path` (mode 0600), replacing a stale socket file but never a
+    /// live director's.
+    ///
+    /// # Errors
+    /// When another director answers there, or the socket cannot be made.
+    pub fn bind(path: &Path) -> Result<Self, Error> {
+        let io = |source| Error::Io { path: path.to_owned(), source };
+        if path.exists() {
+            if StdUnixStream::connect(path).is_ok() {
+                return Err(Error::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        Ok(Self { listener, path: path.to_owned() })
+    }
+
+    /// Answers requests with `handle` until the task is dropped.
+    pub async fn serve(self, handle: Arc<dyn Fn(Request) -> Response + Send + Sync>) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else { continue };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = Vec::new();
+                let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64 + 1);
+                let response = match reader.read_until(b'\n', &mut line).await {
+                    Ok(_) if line.len() > MAX_REQUEST => Response::Error("request too long".into()),
+                    Ok(_) => match serde_json::from_slice::<Request>(&line) {
+                        Ok(request) => handle(request),
+                        Err(e) => Response::Error(format!("bad request: {e}")),
+                    },
+                    Err(e) => Response::Error(format!("reading the request: {e}")),
+                };
+                let mut text = serde_json::to_vec(&response).unwrap_or_default();
+                text.push(b'\n');
+                let _ = write.write_all(&text).await;
+            });
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Sends one request to the director at `path` and waits for its answer.
+///
+/// # Errors
+/// When nobody listens, or the answer is not a response.
+pub fn request(path: &Path, request: &Request) -> Result<Response, Error> {
+    let connect = |source| Error::Connect { path: path.to_owned(), source };
+    let mut stream = StdUnixStream::connect(path).map_err(connect)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(connect)?;
+    let mut text = serde_json::to_vec(request).map_err(|e| Error::Protocol(e.to_string()))?;
+    text.push(b'\n');
+    stream.write_all(&text).map_err(connect)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(connect)?;
+    serde_json::from_str(&line).map_err(|e| Error::Protocol(e.to_string()))
+}

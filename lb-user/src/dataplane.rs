@@ -1,0 +1,284 @@
+//! The loaded XDP programs and their maps. This is the only place that
+//! writes the maps: the controller hands it a validated config and the
+//! resolved next hops, and reads counters and connections back from it.
+
+use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use lb_common::{
+    AF_INET, Conn, ConnKey, MAP_CONNS, MAP_COUNTERS, MAP_DECAP_VIPS, MAP_REAL_STATS, MAP_REALS,
+    MAP_SCHED_STATE, MAP_SERVICE_REALS, MAP_SERVICES, PROG_DECAP, PROG_DIRECTOR, REAL_F_NEXTHOP,
+    Real, SchedState, Service, ServiceKey, ServiceReals, Stats, VipKey, counter, v4_addr,
+};
+
+use crate::{config, nexthop::NextHop};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+    #[error("attaching XDP to interface '{interface}': {source}")]
+    Attach { interface: String, source: ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map { name, source }
+}
+
+/// Where one configured service lives in the maps.
+#[derive(Clone, Debug)]
+pub struct Installed {
+    pub service: config::Service,
+    pub id: u32,
+    /// Real ids, in config order.
+    pub real_ids: Vec<u32>,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, Service>,
+    service_reals: Array<MapData, ServiceReals>,
+    reals: Array<MapData, Real>,
+    sched_state: Array<MapData, SchedState>,
+    conns: HashMap<MapData, ConnKey, Conn>,
+    real_stats: PerCpuArray<MapData, Stats>,
+    counters: PerCpuArray<MapData, u64>,
+    conn_table_size: u32,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::Missing(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl Dataplane {
+    /// Loads the director program (through the verifier) and takes its maps.
+    ///
+    /// # Errors
+    /// When the object does not load; a verifier rejection carries its log.
+    pub fn load(conn_table_size: u32) -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_CONNS, conn_table_size)
+            .load(crate::ebpf_object())?;
+        load_program(&mut ebpf, PROG_DIRECTOR)?;
+        Ok(Self {
+            services: take(&mut ebpf, MAP_SERVICES)?,
+            service_reals: take(&mut ebpf, MAP_SERVICE_REALS)?,
+            reals: take(&mut ebpf, MAP_REALS)?,
+            sched_state: take(&mut ebpf, MAP_SCHED_STATE)?,
+            conns: take(&mut ebpf, MAP_CONNS)?,
+            real_stats: take(&mut ebpf, MAP_REAL_STATS)?,
+            counters: take(&mut ebpf, MAP_COUNTERS)?,
+            ebpf,
+            conn_table_size,
+        })
+    }
+
+    #[must_use]
+    pub const fn conn_table_size(&self) -> u32 {
+        self.conn_table_size
+    }
+
+    /// Attaches the director to an interface. It stays attached until the
+    /// `Dataplane` is dropped.
+    ///
+    /// # Errors
+    /// When the interface does not exist or refuses XDP.
+    pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
+        attach(&mut self.ebpf, PROG_DIRECTOR, interface)
+    }
+
+    /// Writes every service and real of `config` into the maps. `nexthop`
+    /// gives the resolved next hop of a real's address, if known.
+    ///
+    /// # Errors
+    /// When a map write fails.
+    pub fn install(
+        &mut self,
+        config: &config::Config,
+        nexthop: &StdHashMap<Ipv4Addr, NextHop>,
+    ) -> Result<Vec<Installed>, Error> {
+        let mut installed = Vec::new();
+        let mut next_real = 0u32;
+        for (id, service) in (0u32..).zip(&config.services) {
+            let real_ids: Vec<u32> = (next_real..).take(service.reals.len()).collect();
+            next_real += service.reals.len() as u32;
+            for (real, &real_id) in service.reals.iter().zip(&real_ids) {
+                self.reals
+                    .set(real_id, real_entry(real, id, nexthop.get(&real.addr)), 0)
+                    .map_err(map_err(MAP_REALS))?;
+            }
+            // IPVS adds each destination at the head of its list: scans go
+            // newest-added first, so the last real in the file comes first.
+            let mut list = ServiceReals::default();
+            for (slot, id) in list.ids.iter_mut().zip(real_ids.iter().rev()) {
+                *slot = *id;
+            }
+            self.service_reals.set(id, list, 0).map_err(map_err(MAP_SERVICE_REALS))?;
+            self.sched_state.set(id, SchedState::default(), 0).map_err(map_err(MAP_SCHED_STATE))?;
+            let value = Service {
+                id,
+                nreals: real_ids.len() as u32,
+                scheduler: lb_common::SCHED_RR,
+                flags: 0,
+                _pad: [0; 2],
+            };
+            self.services.insert(service_key(service), value, 0).map_err(map_err(MAP_SERVICES))?;
+            installed.push(Installed { service: service.clone(), id, real_ids });
+        }
+        Ok(installed)
+    }
+
+    /// Updates the next hop of one real in place.
+    ///
+    /// # Errors
+    /// When the map cannot be read or written.
+    pub fn set_nexthop(&mut self, real_id: u32, hop: Option<&NextHop>) -> Result<(), Error> {
+        let mut real = self.reals.get(&real_id, 0).map_err(map_err(MAP_REALS))?;
+        apply_nexthop(&mut real, hop);
+        self.reals.set(real_id, real, 0).map_err(map_err(MAP_REALS))
+    }
+
+    /// A real's counters, summed over CPUs.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn real_stats(&self, real_id: u32) -> Result<Stats, Error> {
+        let per_cpu = self.real_stats.get(&real_id, 0).map_err(map_err(MAP_REAL_STATS))?;
+        Ok(per_cpu.iter().fold(Stats::default(), |a, s| Stats {
+            conns: a.conns + s.conns,
+            inpkts: a.inpkts + s.inpkts,
+            outpkts: a.outpkts + s.outpkts,
+            inbytes: a.inbytes + s.inbytes,
+            outbytes: a.outbytes + s.outbytes,
+        }))
+    }
+
+    /// Every reason counter by name, summed over CPUs.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        (0..counter::COUNT)
+            .map(|i| {
+                let per_cpu = self.counters.get(&i, 0).map_err(map_err(MAP_COUNTERS))?;
+                Ok((counter::NAMES[i as usize], per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// All connection entries. Entries that vanish while the table is walked
+    /// are skipped.
+    #[must_use]
+    pub fn connections(&self) -> Vec<(ConnKey, Conn)> {
+        self.conns.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Removes a connection entry; a missing one is not an error.
+    pub fn remove_connection(&mut self, key: &ConnKey) {
+        let _ = self.conns.remove(key);
+    }
+
+    /// Looks a connection up.
+    #[must_use]
+    pub fn connection(&self, key: &ConnKey) -> Option<Conn> {
+        self.conns.get(key, 0).ok()
+    }
+}
+
+fn service_key(service: &config::Service) -> ServiceKey {
+    ServiceKey {
+        addr: v4_addr(service.addr.octets()),
+        port: service.port.to_be(),
+        proto: service.protocol.number(),
+        family: AF_INET,
+    }
+}
+
+fn real_entry(real: &config::Real, service: u32, hop: Option<&NextHop>) -> Real {
+    let mut entry = Real {
+        addr: v4_addr(real.addr.octets()),
+        port: real.port.to_be(),
+        forward: real.forward.id(),
+        family: AF_INET,
+        weight: real.weight,
+        service,
+        ..Real::default()
+    };
+    apply_nexthop(&mut entry, hop);
+    entry
+}
+
+fn apply_nexthop(real: &mut Real, hop: Option<&NextHop>) {
+    match hop {
+        Some(hop) => {
+            real.flags |= REAL_F_NEXTHOP;
+            real.ifindex = hop.ifindex;
+            real.smac = hop.smac;
+            real.dmac = hop.dmac;
+            real.tun_saddr = v4_addr(hop.src.octets());
+        }
+        None => real.flags &= !REAL_F_NEXTHOP,
+    }
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Error> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(Error::Missing(name))?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })?;
+    program.load().map_err(|source| Error::Program { name, source })
+}
+
+fn attach(ebpf: &mut Ebpf, name: &'static str, interface: &str) -> Result<(), Error> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(Error::Missing(name))?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })?;
+    program
+        .attach(interface, XdpMode::Default)
+        .map(drop)
+        .map_err(|source| Error::Attach { interface: interface.to_owned(), source })
+}
+
+/// The decapsulation program of a real server in tunnel mode.
+pub struct Decap {
+    _ebpf: Ebpf,
+}
+
+impl Decap {
+    /// Loads the decapsulation program, accepts tunnelled packets for `vips`
+    /// and attaches to `interface`.
+    ///
+    /// # Errors
+    /// When loading, the map write or attaching fails.
+    pub fn start(interface: &str, vips: &[Ipv4Addr]) -> Result<Self, Error> {
+        // The connection table is the director's; keep it tiny here.
+        let mut ebpf = EbpfLoader::new().map_max_entries(MAP_CONNS, 1).load(crate::ebpf_object())?;
+        load_program(&mut ebpf, PROG_DECAP)?;
+        {
+            let mut map: HashMap<&mut MapData, VipKey, u32> = HashMap::try_from(
+                ebpf.map_mut(MAP_DECAP_VIPS).ok_or(Error::Missing(MAP_DECAP_VIPS))?,
+            )
+            .map_err(map_err(MAP_DECAP_VIPS))?;
+            for vip in vips {
+                let key = VipKey { addr: v4_addr(vip.octets()), family: AF_INET, _pad: [0; 3] };
+                map.insert(key, 1, 0).map_err(map_err(MAP_DECAP_VIPS))?;
+            }
+        }
+        attach(&mut ebpf, PROG_DECAP, interface)?;
+        Ok(Self { _ebpf: ebpf })
+    }
+}
