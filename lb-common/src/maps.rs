@@ -236,19 +236,14 @@ pub mod counter {
     pub const DROP_NO_HEADROOM: u32 = 10;
     /// A connection entry points at a real that no longer exists.
     pub const DROP_STALE_REAL: u32 = 11;
-    /// Forwarded to a real.
-    pub const FWD_NAT: u32 = 12;
-    pub const FWD_DR: u32 = 13;
-    pub const FWD_TUN: u32 = 14;
-    /// A NAT reply rewritten back to the VIP and sent to the client.
-    pub const FWD_NAT_REPLY: u32 = 15;
-    /// A new connection was scheduled.
-    pub const CONN_NEW: u32 = 16;
+    /// A new connection was scheduled. (Forwarded packets are counted per
+    /// real in `REAL_STATS`, which keeps the fast path to one counter.)
+    pub const CONN_NEW: u32 = 12;
     /// The connection table refused an insert.
-    pub const CONN_INSERT_FAIL: u32 = 17;
+    pub const CONN_INSERT_FAIL: u32 = 13;
     /// Decapsulated an IP-in-IP packet for a VIP (`xlvs decap`).
-    pub const DECAP: u32 = 18;
-    pub const COUNT: u32 = 19;
+    pub const DECAP: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -264,10 +259,6 @@ pub mod counter {
         "drop_no_nexthop",
         "drop_no_headroom",
         "drop_stale_real",
-        "fwd_nat",
-        "fwd_dr",
-        "fwd_tun",
-        "fwd_nat_reply",
         "conn_new",
         "conn_insert_fail",
         "decap",

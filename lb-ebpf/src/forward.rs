@@ -35,10 +35,16 @@ fn send(ctx: &XdpContext, ifindex: u32) -> u32 {
     unsafe { bpf_redirect(ifindex, 0) as u32 }
 }
 
+/// The bytes IPVS counts: the IP packet, without the Ethernet header.
+#[inline(always)]
+fn ip_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()).saturating_sub(ETH_HLEN) as u64
+}
+
 /// Forwards a client's packet to its real.
 #[inline(always)]
 pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 {
-    account(real_id, (ctx.data_end() - ctx.data()) as u64, true);
+    account(real_id, ip_len(ctx), true);
     match real.forward {
         FWD_NAT => nat_in(ctx, flow, real),
         FWD_DR => direct(ctx, real),
@@ -115,7 +121,7 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
             client.state = tcp_state::next(client.state, Direction::Output, flow.tcp_flags);
         }
     }
-    account(reply.real, (ctx.data_end() - ctx.data()) as u64, false);
+    account(reply.real, ip_len(ctx), false);
     if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }

@@ -2,7 +2,7 @@
 //! rendering in `ipvsadm -L -n` layouts (ipvsadm 1.31), so that scripts which
 //! parse ipvsadm keep working.
 
-use std::{fmt::Write as _, net::SocketAddrV4};
+use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ pub struct Snapshot {
     pub conn_table_size: u32,
     pub services: Vec<ServiceView>,
     /// Reason counters of the data plane, by name.
-    pub counters: Vec<(String, u64)>,
+    pub counters: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +208,7 @@ mod tests {
                     stats: stats(0),
                 },
             ],
-            counters: vec![],
+            counters: BTreeMap::new(),
         }
     }
 
@@ -236,8 +236,8 @@ UDP  10.100.0.100:53 rr
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
         assert_eq!(lines[2], "  -> RemoteAddress:Port");
-        assert_eq!(lines[6], "TCP  10.100.0.100:80                        4       24       20     1600     2400");
-        assert_eq!(lines[7], "  -> 10.0.1.11:8080                         3       18       15     1200     1800");
+        assert_eq!(lines[6], "TCP  10.100.0.100:80                     4       24       20     1600     2400");
+        assert_eq!(lines[7], "  -> 10.0.1.11:8080                      3       18       15     1200     1800");
     }
 
     #[test]

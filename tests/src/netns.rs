@@ -16,7 +16,11 @@ use anyhow::{Context, Result, bail};
 /// across processes (pid) and within one process (counter).
 pub fn unique_prefix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("xlvs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "xlvs-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs `cmd`, failing with its stderr (and stdout) when it does not succeed.
@@ -71,7 +75,9 @@ impl Netns {
             bail!("bad namespace name {name:?}");
         }
         ip(&["netns", "add", name])?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -96,7 +102,9 @@ impl Netns {
     /// `nsenter --net=` (unlike `ip netns exec` this keeps /sys and bpffs).
     pub fn command<S: AsRef<OsStr>>(&self, program: S) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -158,7 +166,11 @@ fn run_in_path<T: Send, F: FnOnce() -> T + Send>(path: &Path, f: F) -> Result<T>
                 // network namespace changes.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    bail!("setns({}): {}", path.display(), std::io::Error::last_os_error());
+                    bail!(
+                        "setns({}): {}",
+                        path.display(),
+                        std::io::Error::last_os_error()
+                    );
                 }
                 drop(file);
                 Ok(f())
@@ -200,17 +212,32 @@ impl Proc {
         // and exec.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("failed to start {desc}"))?;
-        Ok(Proc { desc: desc.to_string(), child: Some(child), stderr_log: None })
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("failed to start {desc}"))?;
+        Ok(Proc {
+            desc: desc.to_string(),
+            child: Some(child),
+            stderr_log: None,
+        })
     }
 
     /// Records a file that holds the process's stderr, for error messages.
+    /// The file is removed when the guard drops (its content is printed
+    /// first if the thread is panicking).
     pub fn with_stderr_log(mut self, path: PathBuf) -> Self {
         self.stderr_log = Some(path);
         self
@@ -247,7 +274,11 @@ impl Proc {
     /// Fails (with the captured stderr) if the process has exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.try_wait()? {
-            bail!("{} exited early ({status}); stderr:\n{}", self.desc, self.stderr_text());
+            bail!(
+                "{} exited early ({status}); stderr:\n{}",
+                self.desc,
+                self.stderr_text()
+            );
         }
         Ok(())
     }
@@ -267,7 +298,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("warning: {} ignored SIGTERM for {grace:?}; killing it", self.desc);
+        eprintln!(
+            "warning: {} ignored SIGTERM for {grace:?}; killing it",
+            self.desc
+        );
         let _ = child.kill();
         Ok(child.wait()?)
     }
@@ -280,10 +314,19 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            if let Err(e) = self.stop() {
-                eprintln!("warning: stopping {}: {e:#}", self.desc);
+        if self.child.is_some()
+            && let Err(e) = self.stop()
+        {
+            eprintln!("warning: stopping {}: {e:#}", self.desc);
+        }
+        if let Some(log) = self.stderr_log.take() {
+            if std::thread::panicking() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if !text.trim().is_empty() {
+                    eprintln!("---- stderr of {} ----\n{text}", self.desc);
+                }
             }
+            let _ = std::fs::remove_file(&log);
         }
     }
 }
@@ -314,8 +357,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Polls `f` every 50 ms until it returns `Ok(Some(_))`, fails, or `timeout`
-/// passes.
+/// Polls `f` every 50 ms until it returns `Ok(Some(_))`, fails, `timeout`
+/// passes or [`crate::traffic::STOP`] is set.
 pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
@@ -326,9 +369,60 @@ pub fn wait_for<T>(
         if let Some(v) = f()? {
             return Ok(v);
         }
+        if crate::traffic::stopped() {
+            bail!("interrupted while waiting for {what}");
+        }
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Parses `xlvs-<pid>-<n>-...` (the harness's naming) into the pid.
+fn lab_owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("xlvs-")?;
+    let mut parts = rest.splitn(3, '-');
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let _n: u32 = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(pid)
+}
+
+/// Removes what a harness run killed with SIGKILL left behind: namespaces
+/// and `/tmp` entries named `xlvs-<pid>-<n>-*` whose `<pid>` is no longer
+/// running. (Its processes are already gone: they get PDEATHSIG.) Returns
+/// the names removed.
+pub fn remove_stale_labs() -> Result<Vec<String>> {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    let mut removed = Vec::new();
+    let list = ip(&["netns", "list"])?;
+    for line in list.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Some(pid) = lab_owner_pid(name)
+            && !alive(pid)
+        {
+            ip(&["netns", "del", name])?;
+            removed.push(name.to_string());
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = lab_owner_pid(&name)
+                && !alive(pid)
+            {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                removed.push(p.display().to_string());
+            }
+        }
+    }
+    Ok(removed)
 }

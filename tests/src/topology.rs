@@ -111,7 +111,9 @@ pub struct Topology {
 
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Topology").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Topology")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +121,10 @@ impl std::fmt::Debug for Topology {
 /// router/neighbour solicitations cross the data plane).
 fn new_host(prefix: &str, role: &str) -> Result<Netns> {
     let ns = Netns::create(&format!("{prefix}-{role}"))?;
-    ns.sysctl(&["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    ns.sysctl(&[
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ])?;
     Ok(ns)
 }
 
@@ -135,10 +140,23 @@ impl Topology {
         // Guards are created one by one, so a failure half-way drops (and
         // deletes) whatever exists so far.
         let switch = Netns::create(&format!("{prefix}-sw"))?;
-        switch.sysctl(&["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        switch.sysctl(&[
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
         for seg in [Segment::Ext, Segment::Int] {
             let br = seg.bridge();
-            switch.ip(&["link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+            switch.ip(&[
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ])?;
             switch.ip(&["link", "set", br, "up"])?;
         }
         let client = new_host(prefix, "client")?;
@@ -156,19 +174,33 @@ impl Topology {
 
         // Client.
         let client_name = topo.client.name().to_string();
-        topo.connect(&client_name, Segment::Ext, "eth0", &format!("{CLIENT_IP}/24"))?;
-        topo.client.ip(&["route", "add", "default", "via", DIRECTOR_EXT_IP])?;
+        topo.connect(
+            &client_name,
+            Segment::Ext,
+            "eth0",
+            &format!("{CLIENT_IP}/24"),
+        )?;
+        topo.client
+            .ip(&["route", "add", "default", "via", DIRECTOR_EXT_IP])?;
 
         // Director.
         let dir_name = topo.director.name().to_string();
-        topo.setup_director(&dir_name, &format!("{DIRECTOR_EXT_IP}/24"), &format!("{DIRECTOR_INT_IP}/24"))?;
+        topo.setup_director(
+            &dir_name,
+            &format!("{DIRECTOR_EXT_IP}/24"),
+            &format!("{DIRECTOR_INT_IP}/24"),
+        )?;
 
         // Reals.
         for (i, ip) in REAL_IPS.iter().enumerate() {
             let name = format!("real{}", i + 1);
             let ns = new_host(prefix, &name)?;
             let ns_name = ns.name().to_string();
-            topo.reals.push(Real { name, ip: ip.to_string(), ns });
+            topo.reals.push(Real {
+                name,
+                ip: ip.to_string(),
+                ns,
+            });
             topo.connect(&ns_name, Segment::Int, "eth0", &format!("{ip}/24"))?;
             let ns = &topo.reals[i].ns;
             ns.ip(&["route", "add", "default", "via", DIRECTOR_INT_IP])?;
@@ -228,13 +260,21 @@ impl Topology {
     /// Attaches host namespace `ns_name` to `segment` with a new interface
     /// `ifname` carrying `cidr`; returns the bridge port's name in the switch
     /// namespace.
-    pub fn connect(&mut self, ns_name: &str, segment: Segment, ifname: &str, cidr: &str) -> Result<String> {
+    pub fn connect(
+        &mut self,
+        ns_name: &str,
+        segment: Segment,
+        ifname: &str,
+        cidr: &str,
+    ) -> Result<String> {
         if self.ns(ns_name).is_none() {
             bail!("{ns_name} is not a host of this lab");
         }
         let port = format!("p{}{}", self.ports.len(), ifname);
         let port: String = port.chars().take(15).collect();
-        self.switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", ns_name])?;
+        self.switch.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", ns_name,
+        ])?;
         self.ports.push(Port {
             ns: ns_name.to_string(),
             ifname: ifname.to_string(),
@@ -242,7 +282,8 @@ impl Topology {
             segment,
             cidr: cidr.to_string(),
         });
-        self.switch.ip(&["link", "set", &port, "master", segment.bridge()])?;
+        self.switch
+            .ip(&["link", "set", &port, "master", segment.bridge()])?;
         self.switch.ip(&["link", "set", &port, "up"])?;
         let ns = self.ns(ns_name).expect("checked above");
         ns.ip(&["addr", "add", cidr, "dev", ifname])?;
@@ -285,7 +326,9 @@ impl Topology {
     }
     /// The bridge port (switch side) of `ifname` in namespace `ns_name`.
     pub fn port_of(&self, ns_name: &str, ifname: &str) -> Option<&Port> {
-        self.ports.iter().find(|p| p.ns == ns_name && p.ifname == ifname)
+        self.ports
+            .iter()
+            .find(|p| p.ns == ns_name && p.ifname == ifname)
     }
     /// The director's client-facing interface.
     pub fn director_ext_if(&self) -> &str {
@@ -319,8 +362,13 @@ impl Topology {
                 cmd.args(["--udp", &format!("0.0.0.0:{p}")]);
             }
             cmd.stdout(Stdio::piped());
-            let mut proc = Proc::spawn(&format!("realserver {} (in {})", r.name, r.ns.name()), cmd)?;
-            let stdout = proc.child_mut().stdout.take().context("realserver stdout")?;
+            let mut proc =
+                Proc::spawn(&format!("realserver {} (in {})", r.name, r.ns.name()), cmd)?;
+            let stdout = proc
+                .child_mut()
+                .stdout
+                .take()
+                .context("realserver stdout")?;
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut line = String::new();

@@ -52,10 +52,13 @@ fn parse_args() -> Result<Args, String> {
         }
         let value = match inline {
             Some(v) => v,
-            None => it.next().ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?,
+            None => it
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?,
         };
         let addr = |v: &str| -> Result<SocketAddr, String> {
-            v.parse().map_err(|e| format!("bad address {v:?} for {flag}: {e}"))
+            v.parse()
+                .map_err(|e| format!("bad address {v:?} for {flag}: {e}"))
         };
         match flag.as_str() {
             "--name" => name = Some(value),
@@ -66,7 +69,10 @@ fn parse_args() -> Result<Args, String> {
     }
     let name = name.ok_or_else(|| format!("--name is required\n{}", usage()))?;
     if tcp.is_empty() && udp.is_empty() {
-        return Err(format!("nothing to serve: give --tcp and/or --udp\n{}", usage()));
+        return Err(format!(
+            "nothing to serve: give --tcp and/or --udp\n{}",
+            usage()
+        ));
     }
     Ok(Args { name, tcp, udp })
 }
@@ -127,11 +133,9 @@ fn serve_tcp(name: &'static str, listener: TcpListener) {
     loop {
         match listener.accept() {
             Ok((stream, _peer)) => {
-                let _ = thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || {
-                        let _ = handle_conn(name, stream);
-                    });
+                let _ = thread::Builder::new().name("conn".into()).spawn(move || {
+                    let _ = handle_conn(name, stream);
+                });
             }
             Err(e) => {
                 eprintln!("realserver {name}: accept: {e}");
@@ -153,15 +157,15 @@ fn wants_close(head: &[u8]) -> bool {
     let http10 = request_line.trim_end().ends_with("HTTP/1.0");
     let mut close = http10;
     for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("connection") {
-                for token in v.split(',') {
-                    let t = token.trim();
-                    if t.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case("keep-alive") {
-                        close = false;
-                    }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("connection")
+        {
+            for token in v.split(',') {
+                let t = token.trim();
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") {
+                    close = false;
                 }
             }
         }

@@ -1,0 +1,235 @@
+//! Client-side traffic, always from sockets created inside a namespace
+//! (normally the lab's client). Every operation is bounded: 2 s connect and
+//! read/write timeouts, a fixed number of requests and an overall deadline.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::Netns;
+
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Set (e.g. by a SIGINT handler) to make running loads stop early.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+fn addr(a: &str) -> Result<SocketAddr> {
+    a.to_socket_addrs()
+        .with_context(|| format!("bad address {a:?}"))?
+        .next()
+        .with_context(|| format!("no address for {a:?}"))
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let s =
+        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Sends one GET and reads one response (by Content-Length); returns the
+/// trimmed body.
+fn request(s: &mut TcpStream, host: &str, close: bool) -> Result<String> {
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlvs-tests\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    s.write_all(req.as_bytes()).context("send request")?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            bail!("response header too large");
+        }
+        let n = s.read(&mut chunk).context("read response")?;
+        if n == 0 {
+            bail!(
+                "connection closed before a response (got {} bytes)",
+                buf.len()
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "unexpected response: {:?}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .context("response without Content-Length")?;
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).context("read body")?;
+        if n == 0 {
+            bail!("connection closed in the body");
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// One HTTP GET on a new connection (with `Connection: close`) from
+/// namespace `ns` to `addr` (e.g. `10.100.0.100:80`); returns the body, i.e.
+/// the name of the real that answered.
+pub fn http_get(ns: &Netns, addr_s: &str) -> Result<String> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| -> Result<String> {
+        let mut s = connect(a)?;
+        request(&mut s, addr_s, true)
+    })?
+}
+
+/// `n` sequential HTTP GETs from `ns`, each on a new connection with
+/// `Connection: close`. Returns how often each real answered; failures are
+/// counted under keys starting with `!` (e.g. `!error: connect ...`).
+/// Bounded by `n`, the per-operation timeouts, an overall deadline of
+/// 30 s + 1 s per 10 requests and [`STOP`].
+pub fn distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<String, usize>> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| {
+        let deadline =
+            Instant::now() + Duration::from_secs(30) + Duration::from_millis(100 * n as u64);
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            if stopped() {
+                *counts.entry("!stopped".to_string()).or_default() += n - i;
+                break;
+            }
+            if Instant::now() > deadline {
+                *counts.entry("!deadline".to_string()).or_default() += n - i;
+                break;
+            }
+            let key = match connect(a).and_then(|mut s| request(&mut s, addr_s, true)) {
+                Ok(name) => name,
+                Err(e) => format!("!error: {:#}", e),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    })
+}
+
+/// One UDP query from `ns` to `addr`; returns the trimmed reply (the real's
+/// name).
+pub fn udp_query(ns: &Netns, addr_s: &str) -> Result<String> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| -> Result<String> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        query_on(&s, a)
+    })?
+}
+
+fn query_on(s: &UdpSocket, a: SocketAddr) -> Result<String> {
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.send_to(b"who are you?\n", a)
+        .with_context(|| format!("send to {a}"))?;
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .with_context(|| format!("no UDP reply from {a}"))?;
+        if from == a {
+            return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        }
+        // A reply from an unexpected source (e.g. an un-NATed real) does
+        // not count.
+        if Instant::now() > deadline {
+            bail!("only replies from wrong sources (last {from}) for {a}");
+        }
+    }
+}
+
+/// `n` UDP queries from `ns`, each from a new socket (new source port).
+/// Same result convention and bounds as [`distribution`].
+pub fn udp_distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<String, usize>> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| {
+        let deadline =
+            Instant::now() + Duration::from_secs(30) + Duration::from_millis(100 * n as u64);
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            if stopped() {
+                *counts.entry("!stopped".to_string()).or_default() += n - i;
+                break;
+            }
+            if Instant::now() > deadline {
+                *counts.entry("!deadline".to_string()).or_default() += n - i;
+                break;
+            }
+            let key = match UdpSocket::bind("0.0.0.0:0")
+                .map_err(anyhow::Error::from)
+                .and_then(|s| query_on(&s, a))
+            {
+                Ok(name) => name,
+                Err(e) => format!("!error: {:#}", e),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    })
+}
+
+/// A persistent HTTP/1.1 connection sending repeated keep-alive requests.
+pub struct KeepAlive {
+    stream: TcpStream,
+    host: String,
+}
+
+impl KeepAlive {
+    /// Connects from namespace `ns` to `addr`.
+    pub fn connect(ns: &Netns, addr_s: &str) -> Result<KeepAlive> {
+        let a = addr(addr_s)?;
+        let stream = ns.run_in(|| connect(a))??;
+        Ok(KeepAlive {
+            stream,
+            host: addr_s.to_string(),
+        })
+    }
+
+    /// One request on the connection; returns the real's name.
+    pub fn request(&mut self) -> Result<String> {
+        request(&mut self.stream, &self.host, false)
+    }
+
+    /// `n` requests on the connection; returns the names in order.
+    pub fn requests(&mut self, n: usize) -> Result<Vec<String>> {
+        (0..n).map(|_| self.request()).collect()
+    }
+
+    /// The client-side address of the connection.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.stream.local_addr()?)
+    }
+}
+
+/// Total of the non-error entries of a distribution.
+pub fn answered(d: &BTreeMap<String, usize>) -> usize {
+    d.iter()
+        .filter(|(k, _)| !k.starts_with('!'))
+        .map(|(_, v)| v)
+        .sum()
+}
