@@ -39,9 +39,9 @@ pub enum Response {
 pub enum Error {
     #[error("another director is already listening on {0}")]
     InUse(PathBuf),
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("no director answers on {path}: {source}")]
+    #[error("no director answers on {path}")]
     Connect { path: PathBuf, source: std::io::Error },
     #[error("bad answer from the director: {0}")]
     Protocol(String),

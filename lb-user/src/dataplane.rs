@@ -19,13 +19,13 @@ use crate::{config, nexthop::NextHop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Load(#[from] aya::EbpfError),
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program { name: &'static str, source: ProgramError },
-    #[error("attaching XDP to interface '{interface}': {source}")]
+    #[error("attaching XDP to interface '{interface}'")]
     Attach { interface: String, source: ProgramError },
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map { name: &'static str, source: MapError },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),

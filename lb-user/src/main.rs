@@ -61,7 +61,7 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -69,10 +69,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run { config, socket } => runtime()?.block_on(lb_user::director::run(&config, &socket)),
+    let result = match cli.command {
+        Command::Run { config, socket } => {
+            runtime().and_then(|rt| rt.block_on(lb_user::director::run(&config, &socket)))
+        }
         Command::List { numeric: _, stats, exact, json, socket } => list(&socket, stats, exact, json),
-        Command::Decap { interface, vip } => runtime()?.block_on(decap(&interface, &vip)),
+        Command::Decap { interface, vip } => runtime().and_then(|rt| rt.block_on(decap(&interface, &vip))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line; a verifier log follows its
+            // own line breaks.
+            eprintln!("xlvs: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -25,9 +25,9 @@ pub struct NextHop {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("netlink: {0}")]
+    #[error("netlink request")]
     Netlink(#[from] rtnetlink::Error),
-    #[error("netlink socket: {0}")]
+    #[error("netlink socket")]
     Io(#[from] std::io::Error),
 }
 
