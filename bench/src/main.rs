@@ -1,1 +1,386 @@
-fn main() {}
+//! `bench`: what the data plane costs per packet, measured in the kernel
+//! with BPF_PROG_TEST_RUN (see the Method section it writes into
+//! BENCHMARKS.md). Needs root. `cargo xtask bench` runs it in full;
+//! `--quick` is CI's smoke run: 1 run of 2000 packets, and only
+//! target/bench/results.json is written.
+
+mod empty_prog;
+mod report;
+// The fixture harness: the benchmark sets up its maps and checks its output
+// exactly as the packet fixtures do.
+#[path = "../../tests/tests/support/mod.rs"]
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, PROG_DIRECTOR, Real};
+
+use crate::{
+    empty_prog::EmptyProg,
+    report::{Figures, Machine, Report},
+    support::*,
+};
+
+struct Settings {
+    runs: usize,
+    packets: usize,
+    quick: bool,
+}
+
+impl Settings {
+    fn from_args() -> Result<Self> {
+        let mut quick = false;
+        for arg in std::env::args().skip(1) {
+            match arg.as_str() {
+                "--quick" => quick = true,
+                other => bail!("unknown argument {other:?} (usage: bench [--quick])"),
+            }
+        }
+        Ok(if quick {
+            Self {
+                runs: 1,
+                packets: 2_000,
+                quick,
+            }
+        } else {
+            Self {
+                runs: 5,
+                packets: 100_000,
+                quick,
+            }
+        })
+    }
+}
+
+/// One benchmark: runs a packet, checks its verdict and output, and returns
+/// the kernel-measured time.
+trait Case {
+    fn packet(&mut self) -> Duration;
+    /// Before each run, untimed.
+    fn reset(&mut self) {}
+}
+
+/// Panics unless a call did exactly what was expected: a benchmark of a
+/// wrong path is worse than none.
+fn check(what: &str, got: (u32, &[u8]), action: u32, output: &[u8]) {
+    assert!(
+        got.0 == action && got.1 == output,
+        "{what}: got {} with {} bytes, expected {} with {} bytes{}",
+        action_name(got.0),
+        got.1.len(),
+        action_name(action),
+        output.len(),
+        if got.1 == output {
+            ""
+        } else {
+            " (bytes differ)"
+        }
+    );
+}
+
+/// The same packet on every call through the director.
+struct Steady {
+    what: &'static str,
+    lb: Lb,
+    input: Vec<u8>,
+    action: u32,
+    expected: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Steady {
+    fn new(what: &'static str, lb: Lb, input: &Pkt, action: u32, expected: Vec<u8>) -> Self {
+        let input = input.frame();
+        let out = vec![0; input.len() + 64];
+        Self {
+            what,
+            lb,
+            input,
+            action,
+            expected,
+            out,
+        }
+    }
+}
+
+impl Case for Steady {
+    fn packet(&mut self) -> Duration {
+        let (action, len, time) = self.lb.run_into(PROG_DIRECTOR, &self.input, &mut self.out);
+        check(
+            self.what,
+            (action, &self.out[..len]),
+            self.action,
+            &self.expected,
+        );
+        time
+    }
+}
+
+/// The empty program, with the NAT benchmark's packet.
+struct Empty {
+    prog: EmptyProg,
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Case for Empty {
+    fn packet(&mut self) -> Duration {
+        let (action, len, time) = self
+            .prog
+            .run_into(&self.input, &mut self.out)
+            .expect("BPF_PROG_TEST_RUN, empty program");
+        check(
+            "empty program",
+            (action, &self.out[..len]),
+            XDP_PASS,
+            &self.input,
+        );
+        time
+    }
+}
+
+/// A SYN of a new flow on every call, scheduled by rr over `reals` NAT reals.
+struct NewFlows {
+    lb: Lb,
+    reals: u64,
+    /// SYNs sent so far: numbers the next flow, and is rr's position.
+    sent: u64,
+    out: Vec<u8>,
+}
+
+/// The address of real number `i` of a large service.
+fn nth_real(i: u64) -> [u8; 4] {
+    [10, 1, (i >> 8) as u8, i as u8]
+}
+
+impl Case for NewFlows {
+    fn packet(&mut self) -> Duration {
+        // 50_000 ports per client address; flows never repeat in a process.
+        let block = self.sent / 50_000;
+        let client = [100, 64, (block >> 8) as u8, block as u8];
+        let sport = 10_000 + (self.sent % 50_000) as u16;
+        let syn = Pkt::tcp(sport, HTTP, SYN).from(client, sport);
+        let expected = nat_to(&syn, nth_real(self.sent % self.reals), REAL_HTTP).frame();
+        let (action, len, time) = self.lb.run_into(PROG_DIRECTOR, &syn.frame(), &mut self.out);
+        check(
+            "new connection",
+            (action, &self.out[..len]),
+            XDP_TX,
+            &expected,
+        );
+        self.sent += 1;
+        time
+    }
+
+    /// Two entries per NAT flow: empty the table so that no run fills it and
+    /// starts evicting.
+    fn reset(&mut self) {
+        self.lb.clear_conns();
+    }
+}
+
+/// A director with VIP:80/TCP served by `real`, and one flow already open
+/// from CLIENT:40000.
+fn director_with_flow(real: Real) -> Lb {
+    let mut lb = Lb::new();
+    let service = lb.add_service(VIP, HTTP, IPPROTO_TCP);
+    lb.add_real(service, real);
+    let (action, _) = lb.run(&Pkt::tcp(40000, HTTP, SYN).frame());
+    assert_eq!(action_name(action), "XDP_TX", "the flow's SYN is forwarded");
+    lb
+}
+
+/// A client's data segment on the open flow.
+fn data() -> Pkt {
+    Pkt::tcp(40000, HTTP, ACK | PSH)
+}
+
+fn nat(what: &'static str) -> Steady {
+    let lb = director_with_flow(nat_real(REAL1, REAL_HTTP));
+    let want = nat_to(&data(), REAL1, REAL_HTTP).frame();
+    Steady::new(what, lb, &data(), XDP_TX, want)
+}
+
+fn dr(what: &'static str) -> Steady {
+    let lb = director_with_flow(dr_real(REAL1, HTTP));
+    let want = data().macs(DIRECTOR_REAL_MAC, real_mac(REAL1)).frame();
+    Steady::new(what, lb, &data(), XDP_TX, want)
+}
+
+fn tun(what: &'static str) -> Steady {
+    let lb = director_with_flow(tun_real(REAL1, HTTP));
+    let want = data().tunnelled(DIRECTOR_IP, REAL1, DIRECTOR_REAL_MAC, real_mac(REAL1));
+    Steady::new(what, lb, &data(), XDP_TX, want)
+}
+
+fn nat_reply(what: &'static str) -> Steady {
+    let lb = director_with_flow(nat_real(REAL1, REAL_HTTP));
+    let reply = from_real(REAL1, REAL_HTTP, 40000, ACK | PSH)
+        .with(|p| p.payload = b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+    let want = back_to_client(&reply, HTTP).frame();
+    Steady::new(what, lb, &reply, XDP_TX, want)
+}
+
+fn udp_nat(what: &'static str) -> Steady {
+    let mut lb = Lb::new();
+    let service = lb.add_service(VIP, DNS, IPPROTO_UDP);
+    lb.add_real(service, nat_real(REAL1, REAL_DNS));
+    let query = Pkt::udp(33000, DNS);
+    let want = nat_to(&query, REAL1, REAL_DNS).frame();
+    // The first datagram opens the flow; the timed ones follow it.
+    assert_eq!(
+        action_name(lb.run(&query.frame()).0),
+        "XDP_TX",
+        "the first datagram is forwarded"
+    );
+    Steady::new(what, lb, &query, XDP_TX, want)
+}
+
+fn pass(what: &'static str) -> Steady {
+    let lb = director_with_flow(nat_real(REAL1, REAL_HTTP));
+    let other = data().to(NOT_A_VIP, HTTP);
+    Steady::new(what, lb, &other, XDP_PASS, other.frame())
+}
+
+fn new_flows(reals: u64) -> NewFlows {
+    let mut lb = Lb::new();
+    let service = lb.add_service(VIP, HTTP, IPPROTO_TCP);
+    for i in 0..reals {
+        lb.add_real(service, nat_real(nth_real(i), REAL_HTTP));
+    }
+    NewFlows {
+        lb,
+        reals,
+        sent: 0,
+        out: vec![0; 256],
+    }
+}
+
+fn empty() -> Result<Empty> {
+    let prog = EmptyProg::load().context("loading the empty XDP program (needs root)")?;
+    let input = data().frame();
+    let out = vec![0; input.len() + 64];
+    Ok(Empty { prog, input, out })
+}
+
+/// Every benchmark, in table order: its name in results.json, and what the
+/// table calls it. The empty program comes first: the others' net figure
+/// subtracts its median.
+const CASES: [(&str, &str); 10] = [
+    ("empty", "empty XDP program (baseline)"),
+    ("nat", "NAT, established flow"),
+    ("dr", "DR, established flow"),
+    ("tun", "TUN, established flow"),
+    ("nat_reply", "NAT reply (real → client)"),
+    ("udp_nat", "UDP NAT, established flow"),
+    ("pass", "not for a VIP (XDP_PASS)"),
+    ("syn_rr_8", "new connection (NAT SYN), rr over 8 reals"),
+    ("syn_rr_64", "new connection (NAT SYN), rr over 64 reals"),
+    ("syn_rr_256", "new connection (NAT SYN), rr over 256 reals"),
+];
+
+fn build(name: &str, what: &'static str) -> Result<Box<dyn Case>> {
+    Ok(match name {
+        "empty" => Box::new(empty()?),
+        "nat" => Box::new(nat(what)),
+        "dr" => Box::new(dr(what)),
+        "tun" => Box::new(tun(what)),
+        "nat_reply" => Box::new(nat_reply(what)),
+        "udp_nat" => Box::new(udp_nat(what)),
+        "pass" => Box::new(pass(what)),
+        "syn_rr_8" => Box::new(new_flows(8)),
+        "syn_rr_64" => Box::new(new_flows(64)),
+        "syn_rr_256" => Box::new(new_flows(256)),
+        _ => unreachable!("{name} is not in CASES"),
+    })
+}
+
+/// One untimed run, then `settings.runs` timed ones; returns each timed
+/// run's mean. The untimed run is a full one so that every timed run starts
+/// from the same state: a connection table that has been filled and emptied
+/// (a never-used table has measured faster than one that has been in use,
+/// which is what a director runs on).
+fn measure(name: &str, case: &mut dyn Case, settings: &Settings) -> Vec<f64> {
+    case.reset();
+    for _ in 0..settings.packets {
+        case.packet();
+    }
+    (1..=settings.runs)
+        .map(|run| {
+            case.reset();
+            let started = Instant::now();
+            let total: Duration = (0..settings.packets).map(|_| case.packet()).sum();
+            let mean = total.as_nanos() as f64 / settings.packets as f64;
+            println!(
+                "  {name:<14} run {run}/{}: {mean:7.1} ns/packet ({:.1} s)",
+                settings.runs,
+                started.elapsed().as_secs_f64()
+            );
+            mean
+        })
+        .collect()
+}
+
+fn workspace_dirs() -> (PathBuf, PathBuf) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    (workspace, target)
+}
+
+fn main() -> Result<()> {
+    let settings = Settings::from_args()?;
+    let started = Instant::now();
+    println!(
+        "bench: {} run(s) of {} packets per path{}",
+        settings.runs,
+        settings.packets,
+        if settings.quick {
+            " (quick: BENCHMARKS.md is left alone)"
+        } else {
+            ""
+        }
+    );
+
+    let mut figures = Vec::new();
+    for (name, what) in CASES {
+        println!("{what}");
+        // Built right before it runs, so that only one eBPF instance (and
+        // its connection table) is alive at a time.
+        let mut case = build(name, what)?;
+        let runs = measure(name, case.as_mut(), &settings);
+        figures.push(Figures { name, what, runs });
+    }
+
+    let baseline = figures[0].median();
+    let machine = Machine::probe();
+    let report = Report {
+        machine: &machine,
+        figures: &figures,
+        baseline,
+        runs: settings.runs,
+        packets: settings.packets,
+        quick: settings.quick,
+    };
+    println!(
+        "\n{}",
+        report
+            .markdown()
+            .split("\n## Method")
+            .next()
+            .unwrap_or_default()
+    );
+    let (workspace, target) = workspace_dirs();
+    report
+        .write(&workspace, &target)
+        .context("writing the results")?;
+    println!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

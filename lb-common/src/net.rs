@@ -106,6 +106,9 @@ pub struct Flow {
     pub ttl: u8,
     /// Where the L4 header starts.
     pub l4_off: usize,
+    /// The IPv4 total length: what IPVS counts as the packet's bytes (the
+    /// frame may carry Ethernet padding beyond it).
+    pub ip_len: u16,
 }
 
 /// Why a frame is not a [`Flow`].
@@ -151,7 +154,9 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         return Err(ParseError::Fragment);
     }
     let l4_off = ETH_HLEN + ihl;
+    let tot_len = usize::from(u16::from_be(ip.tot_len));
     let mut flow = Flow {
+        ip_len: u16::from_be(ip.tot_len),
         family: AF_INET,
         proto: ip.proto,
         saddr: [ip.saddr, 0, 0, 0],
@@ -165,7 +170,8 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             let tcp: *mut TcpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::Truncated)?;
             // SAFETY: as above.
             let tcp = unsafe { *tcp };
-            if tcp.doff_res >> 4 < 5 {
+            let doff = usize::from(tcp.doff_res >> 4) * 4;
+            if doff < 20 || tot_len < ihl + doff {
                 return Err(ParseError::BadHeader);
             }
             flow.sport = tcp.sport;
@@ -176,6 +182,9 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             let udp: *mut UdpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::Truncated)?;
             // SAFETY: as above.
             let udp = unsafe { *udp };
+            if tot_len < ihl + size_of::<UdpHdr>() {
+                return Err(ParseError::BadHeader);
+            }
             flow.sport = udp.sport;
             flow.dport = udp.dport;
         }
@@ -257,6 +266,7 @@ mod tests {
         assert_eq!(f.tcp_flags, TCP_SYN);
         assert_eq!(f.ttl, 64);
         assert_eq!(f.l4_off, 34);
+        assert_eq!(f.ip_len, 40);
     }
 
     #[test]
@@ -298,8 +308,16 @@ mod tests {
         let mut icmp = syn.clone();
         icmp[23] = 1;
         assert_eq!(parse(&Aligned::new(&icmp).bytes()), Err(ParseError::NotTcpUdp));
-        let mut doff = syn;
+        let mut doff = syn.clone();
         doff[46] = 4 << 4;
         assert_eq!(parse(&Aligned::new(&doff).bytes()), Err(ParseError::BadHeader));
+        // The IP total length must cover the TCP header, even when the frame
+        // (with padding) holds it.
+        let mut short = syn.clone();
+        short[16..18].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(parse(&Aligned::new(&short).bytes()), Err(ParseError::BadHeader));
+        let mut options = syn;
+        options[46] = 6 << 4; // doff 6: options beyond the total length
+        assert_eq!(parse(&Aligned::new(&options).bytes()), Err(ParseError::BadHeader));
     }
 }

@@ -35,16 +35,10 @@ fn send(ctx: &XdpContext, ifindex: u32) -> u32 {
     unsafe { bpf_redirect(ifindex, 0) as u32 }
 }
 
-/// The bytes IPVS counts: the IP packet, without the Ethernet header.
-#[inline(always)]
-fn ip_len(ctx: &XdpContext) -> u64 {
-    (ctx.data_end() - ctx.data()).saturating_sub(ETH_HLEN) as u64
-}
-
 /// Forwards a client's packet to its real.
 #[inline(always)]
 pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 {
-    account(real_id, ip_len(ctx), true);
+    account(real_id, u64::from(flow.ip_len), true);
     match real.forward {
         FWD_NAT => nat_in(ctx, flow, real),
         FWD_DR => direct(ctx, real),
@@ -78,13 +72,17 @@ fn nat_in(ctx: &XdpContext, flow: &Flow, real: &Real) -> u32 {
     if flow.ttl <= 1 {
         return verdict(counter::PASS_TTL, XDP_PASS);
     }
-    if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port).is_none() {
-        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
-    }
     if real.flags & REAL_F_NEXTHOP == 0 {
-        // The kernel routes the rewritten packet and resolves the neighbour;
-        // the controller will have the next hop ready for the packets after.
+        // The kernel routes the rewritten packet (and decrements the TTL)
+        // and resolves the neighbour; the controller will have the next hop
+        // ready for the packets after.
+        if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, Ttl::Keep).is_none() {
+            return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+        }
         return verdict(counter::PASS_NO_NEXTHOP, XDP_PASS);
+    }
+    if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, Ttl::Decrement).is_none() {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     let Some(eth) = eth(ctx) else {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
@@ -121,8 +119,8 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
             client.state = tcp_state::next(client.state, Direction::Output, flow.tcp_flags);
         }
     }
-    account(reply.real, ip_len(ctx), false);
-    if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport).is_none() {
+    account(reply.real, u64::from(flow.ip_len), false);
+    if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     let Some(eth) = eth(ctx) else {
@@ -140,6 +138,11 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
 /// with the inner header's TOS, TTL and DF.
 #[inline(always)]
 fn tunnel(ctx: &XdpContext, real: &Real) -> u32 {
+    // The kernel would drop an encapsulated packet that carries our own
+    // source address as a martian, so without a next hop there is no way on.
+    if real.flags & REAL_F_NEXTHOP == 0 {
+        return verdict(counter::DROP_NO_NEXTHOP, XDP_DROP);
+    }
     let Some(ip) = ptr_at::<Ipv4Hdr>(&Frame(ctx), ETH_HLEN) else {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     };
@@ -176,9 +179,6 @@ fn tunnel(ctx: &XdpContext, real: &Real) -> u32 {
         (*eth).src = real.smac;
         (*eth).proto = ETH_P_IP.to_be();
     }
-    if real.flags & REAL_F_NEXTHOP == 0 {
-        return verdict(counter::PASS_NO_NEXTHOP, XDP_PASS);
-    }
     send(ctx, real.ifindex)
 }
 
@@ -188,10 +188,18 @@ enum Endpoint {
     Destination,
 }
 
-/// Rewrites one endpoint's address and port, decrements the TTL, and keeps
-/// the IPv4 and L4 checksums right with incremental updates.
+/// Whether the rewrite forwards the packet itself (and so decrements the TTL
+/// as a router does) or leaves the forwarding, and the TTL, to the kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ttl {
+    Decrement,
+    Keep,
+}
+
+/// Rewrites one endpoint's address and port, maybe decrements the TTL, and
+/// keeps the IPv4 and L4 checksums right with incremental updates.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16) -> Option<()> {
+fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16, ttl: Ttl) -> Option<()> {
     let frame = Frame(ctx);
     let ip: *mut Ipv4Hdr = ptr_at(&frame, ETH_HLEN)?;
     let (addr_off, port_off) = match which {
@@ -205,10 +213,13 @@ fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16)
     unsafe {
         let old_addr = *addr_ptr;
         *addr_ptr = addr;
-        let old_ttl = *ttl_word;
-        (*ip).ttl -= 1;
-        let check = csum::replace4((*ip).check, old_addr, addr);
-        (*ip).check = csum::replace2(check, old_ttl, *ttl_word);
+        let mut check = csum::replace4((*ip).check, old_addr, addr);
+        if ttl == Ttl::Decrement {
+            let old_ttl = *ttl_word;
+            (*ip).ttl -= 1;
+            check = csum::replace2(check, old_ttl, *ttl_word);
+        }
+        (*ip).check = check;
 
         let old_port = *port_ptr;
         *port_ptr = port;

@@ -2,8 +2,13 @@
 //! by etherparse (so expected bytes never come from the code under test), an
 //! independent checksum check, and [`Lb`], a harness around one freshly loaded
 //! eBPF object whose maps the fixtures fill and read back directly.
+//!
+//! The benchmark (`bench/`) includes this file too, so that it sets up and
+//! checks its scenarios exactly as the fixtures do.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::time::Duration;
 
 use aya::{
     Ebpf,
@@ -77,9 +82,17 @@ pub fn port_be(port: u16) -> u16 {
 /// The transport part of a [`Pkt`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
     /// `zero_checksum`: send 0, UDP-over-IPv4's "no checksum".
-    Udp { sport: u16, dport: u16, zero_checksum: bool },
+    Udp {
+        sport: u16,
+        dport: u16,
+        zero_checksum: bool,
+    },
 }
 
 /// An Ethernet + IPv4 + TCP/UDP packet, described by its fields. Fixtures
@@ -119,17 +132,29 @@ impl Pkt {
             mf: false,
             frag_off: 0,
             options: Vec::new(),
-            l4: L4::Tcp { sport, dport, flags },
+            l4: L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
             // A SYN carries no data; anything later carries some, so that
             // the L4 checksum covers more than headers.
-            payload: if flags & SYN != 0 { Vec::new() } else { b"GET / HTTP/1.1\r\n\r\n".to_vec() },
+            payload: if flags & SYN != 0 {
+                Vec::new()
+            } else {
+                b"GET / HTTP/1.1\r\n\r\n".to_vec()
+            },
         }
     }
 
     /// A client's UDP datagram to VIP:port, with a checksum.
     pub fn udp(sport: u16, dport: u16) -> Self {
         Self {
-            l4: L4::Udp { sport, dport, zero_checksum: false },
+            l4: L4::Udp {
+                sport,
+                dport,
+                zero_checksum: false,
+            },
             payload: b"\x12\x34\x01\x00\x00\x01 xlvs query".to_vec(),
             ..Self::tcp(sport, dport, 0)
         }
@@ -173,15 +198,6 @@ impl Pkt {
     #[must_use]
     pub fn ttl(self, ttl: u8) -> Self {
         self.with(|p| p.ttl = ttl)
-    }
-
-    #[must_use]
-    pub fn flags(self, new: u8) -> Self {
-        self.with(|p| {
-            if let L4::Tcp { flags, .. } = &mut p.l4 {
-                *flags = new;
-            }
-        })
     }
 
     pub fn ports(&self) -> (u16, u16) {
@@ -228,7 +244,8 @@ impl Pkt {
                 .expect("IPv4 options of a multiple of 4 bytes, <= 40"),
             ..Ipv4Header::default()
         };
-        ip.set_payload_len(self.l4_bytes_len()).expect("a payload that fits IPv4");
+        ip.set_payload_len(self.l4_bytes_len())
+            .expect("a payload that fits IPv4");
         ip
     }
 
@@ -246,7 +263,11 @@ impl Pkt {
         let mut out = Vec::new();
         ip.write(&mut out).expect("IPv4 header serialises");
         match self.l4 {
-            L4::Tcp { sport, dport, flags } => {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 let mut tcp = TcpHeader::new(sport, dport, 0x0102_0304, 64240);
                 tcp.fin = flags & FIN != 0;
                 tcp.syn = flags & SYN != 0;
@@ -256,10 +277,16 @@ impl Pkt {
                 if tcp.ack {
                     tcp.acknowledgment_number = 0x0a0b_0c0d;
                 }
-                tcp.checksum = tcp.calc_checksum_ipv4(&ip, &self.payload).expect("TCP checksum");
+                tcp.checksum = tcp
+                    .calc_checksum_ipv4(&ip, &self.payload)
+                    .expect("TCP checksum");
                 tcp.write(&mut out).expect("TCP header serialises");
             }
-            L4::Udp { sport, dport, zero_checksum } => {
+            L4::Udp {
+                sport,
+                dport,
+                zero_checksum,
+            } => {
                 let mut udp = UdpHeader::with_ipv4_checksum(sport, dport, &ip, &self.payload)
                     .expect("UDP checksum");
                 if zero_checksum {
@@ -283,7 +310,13 @@ impl Pkt {
     /// (`ip_vs_tunnel_xmit`): a new Ethernet header towards the real, then an
     /// outer IPv4 header (protocol 4, director -> real, TOS, TTL, DF and id
     /// of the inner header), then this packet's IPv4 bytes unchanged.
-    pub fn tunnelled(&self, saddr: [u8; 4], real: [u8; 4], smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+    pub fn tunnelled(
+        &self,
+        saddr: [u8; 4],
+        real: [u8; 4],
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    ) -> Vec<u8> {
         let inner = self.ip_bytes();
         let mut outer = Ipv4Header {
             dscp: IpDscp::try_new(self.tos >> 2).expect("a 6-bit DSCP"),
@@ -304,9 +337,42 @@ impl Pkt {
     }
 }
 
+/// A client packet as NAT forwards it (`ip_vs_nat_xmit`): destination is the
+/// real's address and port, TTL one less, MACs of the hop towards the real.
+pub fn nat_to(p: &Pkt, real: [u8; 4], port: u16) -> Pkt {
+    p.clone()
+        .to(real, port)
+        .ttl(p.ttl - 1)
+        .macs(DIRECTOR_REAL_MAC, real_mac(real))
+}
+
+/// A real's packet to the client on a NAT flow, as it reaches the director.
+pub fn from_real(real: [u8; 4], rport: u16, client_port: u16, flags: u8) -> Pkt {
+    Pkt::tcp(rport, client_port, flags)
+        .from(real, rport)
+        .to(CLIENT, client_port)
+        .macs(real_mac(real), DIRECTOR_REAL_MAC)
+}
+
+/// A real's reply as the director sends it back: source VIP:vport, TTL one
+/// less, back to the router the client's packets came from.
+pub fn back_to_client(reply: &Pkt, vport: u16) -> Pkt {
+    reply
+        .clone()
+        .from(VIP, vport)
+        .ttl(reply.ttl - 1)
+        .macs(DIRECTOR_MAC, ROUTER_MAC)
+}
+
 /// A 14-byte Ethernet header.
 pub fn eth_header(src: [u8; 6], dst: [u8; 6], ether_type: EtherType) -> Vec<u8> {
-    Ethernet2Header { source: src, destination: dst, ether_type }.to_bytes().to_vec()
+    Ethernet2Header {
+        source: src,
+        destination: dst,
+        ether_type,
+    }
+    .to_bytes()
+    .to_vec()
 }
 
 /// An ARP who-has for the VIP.
@@ -326,8 +392,12 @@ pub fn arp_request() -> Vec<u8> {
 
 /// An IPv6 TCP SYN to port 80.
 pub fn ipv6_syn() -> Vec<u8> {
-    let vip6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
-    let client6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07];
+    let vip6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+    ];
+    let client6 = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07,
+    ];
     let builder = PacketBuilder::ethernet2(ROUTER_MAC, DIRECTOR_MAC)
         .ipv6(client6, vip6, 64)
         .tcp(40000, HTTP, 1, 64240)
@@ -352,16 +422,28 @@ pub fn icmp_echo(dst: [u8; 4]) -> Vec<u8> {
 /// checked at both layers.
 pub fn assert_checksums(frame: &[u8], what: &str) {
     let (eth, ip) = Ethernet2Header::from_slice(frame).expect("an Ethernet header");
-    assert_eq!(eth.ether_type, EtherType::IPV4, "{what}: the output is IPv4");
+    assert_eq!(
+        eth.ether_type,
+        EtherType::IPV4,
+        "{what}: the output is IPv4"
+    );
     assert_ip_checksums(ip, what);
 }
 
 fn assert_ip_checksums(bytes: &[u8], what: &str) {
     let (ip, _) = Ipv4Header::from_slice(bytes)
         .unwrap_or_else(|e| panic!("{what}: output IPv4 header does not parse: {e}"));
-    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "{what}: IPv4 header checksum");
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "{what}: IPv4 header checksum"
+    );
     let end = usize::from(ip.total_len);
-    assert!(end <= bytes.len(), "{what}: IPv4 total length {end} > {} bytes present", bytes.len());
+    assert!(
+        end <= bytes.len(),
+        "{what}: IPv4 total length {end} > {} bytes present",
+        bytes.len()
+    );
     let body = &bytes[ip.header_len()..end];
     match ip.protocol {
         IpNumber::TCP => {
@@ -394,8 +476,17 @@ pub fn action_name(action: u32) -> &'static str {
 
 /// Where two frames first differ, with both as hex, for assertion messages.
 fn byte_diff(got: &[u8], want: &[u8]) -> String {
-    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     format!(
         "first difference at byte {first} (lengths {} vs {})\n   got: {}\n  want: {}",
         got.len(),
@@ -423,21 +514,20 @@ pub fn nat_real(addr: [u8; 4], port: u16) -> Real {
 
 /// A direct-routing real: it holds the VIP itself, so its port is the VIP's.
 pub fn dr_real(addr: [u8; 4], vport: u16) -> Real {
-    Real { forward: FWD_DR, ..nat_real(addr, vport) }
+    Real {
+        forward: FWD_DR,
+        ..nat_real(addr, vport)
+    }
 }
 
 /// A tunnelling real, reached from `DIRECTOR_IP`.
 pub fn tun_real(addr: [u8; 4], vport: u16) -> Real {
-    Real { forward: FWD_TUN, tun_saddr: v4_addr(DIRECTOR_IP), ..nat_real(addr, vport) }
+    Real {
+        forward: FWD_TUN,
+        tun_saddr: v4_addr(DIRECTOR_IP),
+        ..nat_real(addr, vport)
+    }
 }
-
-/// The data plane never bumps `FWD_NAT`, `FWD_DR`, `FWD_TUN` or
-/// `FWD_NAT_REPLY` (see the ignored fixture `forwarded_packets_are_counted`).
-/// Fixtures still state the counts they expect; until that is fixed the
-/// comparison skips these four. Set this to true once it is.
-const FWD_COUNTERS_WORK: bool = false;
-const FWD_COUNTERS: [u32; 4] =
-    [counter::FWD_NAT, counter::FWD_DR, counter::FWD_TUN, counter::FWD_NAT_REPLY];
 
 /// One freshly loaded copy of the data plane: its own maps, both programs.
 pub struct Lb {
@@ -456,36 +546,55 @@ impl Lb {
                 .unwrap_or_else(|| panic!("program {name} in the object"))
                 .try_into()
                 .unwrap_or_else(|e| panic!("{name} is an XDP program: {e}"));
-            prog.load().unwrap_or_else(|e| panic!("the verifier accepts {name}: {e:?}"));
+            prog.load()
+                .unwrap_or_else(|e| panic!("the verifier accepts {name}: {e:?}"));
         }
         // Real ids start at 1 so that an unset SERVICE_REALS slot (0) never
         // names a configured real by accident.
-        Self { ebpf, services: Vec::new(), next_real: 1 }
+        Self {
+            ebpf,
+            services: Vec::new(),
+            next_real: 1,
+        }
     }
 
     fn array<V: aya::Pod>(&mut self, name: &str) -> Array<&mut MapData, V> {
-        Array::try_from(self.ebpf.map_mut(name).unwrap_or_else(|| panic!("map {name}")))
-            .unwrap_or_else(|e| panic!("map {name} as an array: {e}"))
+        Array::try_from(
+            self.ebpf
+                .map_mut(name)
+                .unwrap_or_else(|| panic!("map {name}")),
+        )
+        .unwrap_or_else(|e| panic!("map {name} as an array: {e}"))
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        HashMap::try_from(self.ebpf.map_mut(name).unwrap_or_else(|| panic!("map {name}")))
-            .unwrap_or_else(|e| panic!("map {name} as a hash: {e}"))
+        HashMap::try_from(
+            self.ebpf
+                .map_mut(name)
+                .unwrap_or_else(|| panic!("map {name}")),
+        )
+        .unwrap_or_else(|e| panic!("map {name} as a hash: {e}"))
     }
 
     fn per_cpu_sum<V: aya::Pod>(&self, name: &str, index: u32) -> Vec<V> {
         let map = self.ebpf.map(name).unwrap_or_else(|| panic!("map {name}"));
         let array: PerCpuArray<&MapData, V> =
             PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name} as per-CPU: {e}"));
-        let values: PerCpuValues<V> =
-            array.get(&index, 0).unwrap_or_else(|e| panic!("{name}[{index}]: {e}"));
+        let values: PerCpuValues<V> = array
+            .get(&index, 0)
+            .unwrap_or_else(|e| panic!("{name}[{index}]: {e}"));
         values.iter().copied().collect()
     }
 
     /// Adds an empty round-robin service and returns its id.
     pub fn add_service(&mut self, vip: [u8; 4], port: u16, proto: u8) -> u32 {
         let id = u32::try_from(self.services.len()).expect("few services");
-        let key = ServiceKey { addr: v4_addr(vip), port: port_be(port), proto, family: AF_INET };
+        let key = ServiceKey {
+            addr: v4_addr(vip),
+            port: port_be(port),
+            proto,
+            family: AF_INET,
+        };
         self.services.push(key);
         self.set_service(id, 0);
         self.array::<ServiceReals>(MAP_SERVICE_REALS)
@@ -499,7 +608,13 @@ impl Lb {
 
     fn set_service(&mut self, id: u32, nreals: u32) {
         let key = self.services[id as usize];
-        let service = Service { id, nreals, scheduler: SCHED_RR, flags: 0, _pad: [0; 2] };
+        let service = Service {
+            id,
+            nreals,
+            scheduler: SCHED_RR,
+            flags: 0,
+            _pad: [0; 2],
+        };
         self.hash::<ServiceKey, Service>(MAP_SERVICES)
             .insert(key, service, 0)
             .expect("insert into SERVICES");
@@ -514,7 +629,10 @@ impl Lb {
         let nreals = self.service(&key).nreals as usize;
         let mut reals = self.array::<ServiceReals>(MAP_SERVICE_REALS);
         let mut list = reals.get(&service, 0).expect("read SERVICE_REALS");
-        assert!(nreals < MAX_REALS_PER_SERVICE, "at most {MAX_REALS_PER_SERVICE} reals");
+        assert!(
+            nreals < MAX_REALS_PER_SERVICE,
+            "at most {MAX_REALS_PER_SERVICE} reals"
+        );
         list.ids[nreals] = id;
         reals.set(service, list, 0).expect("write SERVICE_REALS");
         self.set_service(service, nreals as u32 + 1);
@@ -523,20 +641,33 @@ impl Lb {
 
     /// Overwrites the REALS slot `id`.
     pub fn set_real(&mut self, id: u32, real: Real) {
-        self.array::<Real>(MAP_REALS).set(id, real, 0).expect("write REALS");
+        self.array::<Real>(MAP_REALS)
+            .set(id, real, 0)
+            .expect("write REALS");
     }
 
     pub fn service(&mut self, key: &ServiceKey) -> Service {
-        self.hash::<ServiceKey, Service>(MAP_SERVICES).get(key, 0).expect("a service")
+        self.hash::<ServiceKey, Service>(MAP_SERVICES)
+            .get(key, 0)
+            .expect("a service")
     }
 
     pub fn sched_cursor(&mut self, service: u32) -> u32 {
-        self.array::<SchedState>(MAP_SCHED_STATE).get(&service, 0).expect("SCHED_STATE").cursor
+        self.array::<SchedState>(MAP_SCHED_STATE)
+            .get(&service, 0)
+            .expect("SCHED_STATE")
+            .cursor
     }
 
     pub fn add_decap_vip(&mut self, vip: [u8; 4]) {
-        let key = VipKey { addr: v4_addr(vip), family: AF_INET, _pad: [0; 3] };
-        self.hash::<VipKey, u32>(MAP_DECAP_VIPS).insert(key, 1, 0).expect("insert DECAP_VIPS");
+        let key = VipKey {
+            addr: v4_addr(vip),
+            family: AF_INET,
+            _pad: [0; 3],
+        };
+        self.hash::<VipKey, u32>(MAP_DECAP_VIPS)
+            .insert(key, 1, 0)
+            .expect("insert DECAP_VIPS");
     }
 
     pub fn conn(&mut self, key: &ConnKey) -> Option<Conn> {
@@ -544,7 +675,9 @@ impl Lb {
     }
 
     pub fn insert_conn(&mut self, key: ConnKey, conn: Conn) {
-        self.hash::<ConnKey, Conn>(MAP_CONNS).insert(key, conn, 0).expect("insert into CONNS");
+        self.hash::<ConnKey, Conn>(MAP_CONNS)
+            .insert(key, conn, 0)
+            .expect("insert into CONNS");
     }
 
     pub fn conn_count(&mut self) -> usize {
@@ -558,45 +691,77 @@ impl Lb {
 
     /// A real's REAL_STATS summed over CPUs.
     pub fn real_stats(&self, real: u32) -> Stats {
-        self.per_cpu_sum::<Stats>(MAP_REAL_STATS, real).iter().fold(Stats::default(), |a, s| Stats {
-            conns: a.conns + s.conns,
-            inpkts: a.inpkts + s.inpkts,
-            outpkts: a.outpkts + s.outpkts,
-            inbytes: a.inbytes + s.inbytes,
-            outbytes: a.outbytes + s.outbytes,
-        })
+        self.per_cpu_sum::<Stats>(MAP_REAL_STATS, real)
+            .iter()
+            .fold(Stats::default(), |a, s| Stats {
+                conns: a.conns + s.conns,
+                inpkts: a.inpkts + s.inpkts,
+                outpkts: a.outpkts + s.outpkts,
+                inbytes: a.inbytes + s.inbytes,
+                outbytes: a.outbytes + s.outbytes,
+            })
     }
 
     /// Asserts that the counters listed are what `expected` says and every
     /// other one is zero.
     pub fn assert_counters(&self, expected: &[(u32, u64)], what: &str) {
         for index in 0..counter::COUNT {
-            if !FWD_COUNTERS_WORK && FWD_COUNTERS.contains(&index) {
-                continue;
-            }
-            let want = expected.iter().find(|(i, _)| *i == index).map_or(0, |&(_, n)| n);
+            let want = expected
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map_or(0, |&(_, n)| n);
             let got = self.counter(index);
-            assert_eq!(got, want, "{what}: counter {}", counter::NAMES[index as usize]);
+            assert_eq!(
+                got,
+                want,
+                "{what}: counter {}",
+                counter::NAMES[index as usize]
+            );
         }
     }
 
-    fn run_prog(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .ebpf
+    /// Empties CONNS (the benchmark's new-flow runs would fill it).
+    pub fn clear_conns(&mut self) {
+        let mut conns = self.hash::<ConnKey, Conn>(MAP_CONNS);
+        let keys: Vec<ConnKey> = conns.keys().map(|k| k.expect("a CONNS key")).collect();
+        for key in &keys {
+            conns.remove(key).expect("delete from CONNS");
+        }
+    }
+
+    fn program(&self, name: &str) -> &Xdp {
+        self.ebpf
             .program(name)
             .unwrap_or_else(|| panic!("program {name}"))
             .try_into()
-            .expect("an XDP program");
-        // Room for a tunnel header and then some.
-        let mut out = vec![0u8; frame.len() + 64];
+            .expect("an XDP program")
+    }
+
+    /// One BPF_PROG_TEST_RUN of `name` (repeat 1) into `out`, which must have
+    /// room for the output: (action, output length, kernel-measured time).
+    pub fn run_into(&self, name: &str, frame: &[u8], out: &mut [u8]) -> (u32, usize, Duration) {
         let opts = TestRunOptions {
             data_in: Some(frame),
-            data_out: Some(&mut out),
+            data_out: Some(out),
             ..TestRunOptions::default()
         };
-        let result = prog.test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {name}: {e:?}"));
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        let result = self
+            .program(name)
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {name}: {e:?}"));
+        (
+            result.return_value,
+            result.data_size_out as usize,
+            result.duration,
+        )
+    }
+
+    fn run_prog(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        // Room for a tunnel header and then some.
+        let mut out = vec![0u8; frame.len() + 64];
+        let (action, len, _) = self.run_into(name, frame, &mut out);
+        out.truncate(len);
+        (action, out)
     }
 
     /// Runs one frame through `xlvs_director`: (action, output frame).
@@ -611,15 +776,18 @@ impl Lb {
 
     /// One fixture through the director: the verdict and the exact output.
     /// Rewritten output also has all its checksums recomputed and checked.
-    pub fn expect(&self, what: &str, input: &[u8], action: u32, output: &[u8]) {
+    /// Returns the output for any further checks.
+    pub fn expect(&self, what: &str, input: &[u8], action: u32, output: &[u8]) -> Vec<u8> {
         let (got_action, got) = self.run(input);
         check_result(what, input, (got_action, &got), action, output);
+        got
     }
 
     /// As [`Lb::expect`], through `xlvs_decap`.
-    pub fn expect_decap(&self, what: &str, input: &[u8], action: u32, output: &[u8]) {
+    pub fn expect_decap(&self, what: &str, input: &[u8], action: u32, output: &[u8]) -> Vec<u8> {
         let (got_action, got) = self.run_decap(input);
         check_result(what, input, (got_action, &got), action, output);
+        got
     }
 }
 
@@ -631,7 +799,11 @@ fn check_result(what: &str, input: &[u8], got: (u32, &[u8]), action: u32, output
         action_name(got.0),
         action_name(action)
     );
-    assert!(got.1 == output, "{what}: output bytes differ\n{}", byte_diff(got.1, output));
+    assert!(
+        got.1 == output,
+        "{what}: output bytes differ\n{}",
+        byte_diff(got.1, output)
+    );
     if got.1 != input {
         assert_checksums(got.1, what);
     }

@@ -1,0 +1,202 @@
+//! Where the figures go: BENCHMARKS.md for people, results.json for tools,
+//! both with the machine they were taken on.
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use serde_json::{Value, json};
+
+/// One benchmark's figures, in ns per packet.
+pub struct Figures {
+    pub name: &'static str,
+    pub what: &'static str,
+    /// The mean of each run.
+    pub runs: Vec<f64>,
+}
+
+impl Figures {
+    pub fn median(&self) -> f64 {
+        let mut sorted = self.runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        if sorted.len().is_multiple_of(2) {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        } else {
+            sorted[mid]
+        }
+    }
+    pub fn min(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    pub fn max(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// What the figures were taken on.
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub date: String,
+}
+
+impl Machine {
+    pub fn probe() -> Self {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+            .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model,
+            kernel,
+            date: today_utc(),
+        }
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the days since 1970 (Howard
+/// Hinnant's `civil_from_days`), to avoid a date crate for one line.
+fn today_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+pub struct Report<'a> {
+    pub machine: &'a Machine,
+    pub figures: &'a [Figures],
+    /// The empty program's median: what every figure's net subtracts.
+    pub baseline: f64,
+    pub runs: usize,
+    pub packets: usize,
+    pub quick: bool,
+}
+
+impl Report<'_> {
+    pub fn json(&self) -> Value {
+        let results: Vec<Value> = self
+            .figures
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "what": f.what,
+                    "ns_per_packet": {
+                        "median": f.median(),
+                        "min": f.min(),
+                        "max": f.max(),
+                        "net": f.median() - self.baseline,
+                        "runs": f.runs,
+                    },
+                })
+            })
+            .collect();
+        json!({
+            "machine": {
+                "nproc": self.machine.cpus,
+                "cpu_model": self.machine.cpu_model,
+                "kernel": self.machine.kernel,
+                "date": self.machine.date,
+            },
+            "method": "BPF_PROG_TEST_RUN, repeat=1 per call, kernel-reported duration; \
+                       a run's figure is its mean; net = median - empty program's median",
+            "quick": self.quick,
+            "runs": self.runs,
+            "packets_per_run": self.packets,
+            "results": results,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = self.machine;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Benchmarks\n\n\
+             What the XDP data plane costs per packet, measured in the kernel with\n\
+             `BPF_PROG_TEST_RUN`. Regenerate with `cargo xtask bench` (needs root);\n\
+             this file is written by `bench/src/main.rs`, do not edit it by hand.\n\n\
+             | machine | |\n| --- | --- |\n\
+             | CPUs (`nproc`) | {} |\n| CPU model | {} |\n| kernel (`uname -r`) | {} |\n\
+             | date | {} |\n| command | `cargo xtask bench` |\n",
+            m.cpus, m.cpu_model, m.kernel, m.date
+        );
+        let _ = writeln!(
+            s,
+            "## Results\n\n\
+             ns per packet; {} run(s) of {} packets each. *net* is the median minus the\n\
+             empty program's median ({:.1} ns), i.e. the data plane's own work.\n\n\
+             | path | median | min | max | net |\n| --- | ---: | ---: | ---: | ---: |",
+            self.runs, self.packets, self.baseline
+        );
+        for f in self.figures {
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                f.what,
+                f.median(),
+                f.min(),
+                f.max(),
+                f.median() - self.baseline
+            );
+        }
+        s.push_str(METHOD);
+        s
+    }
+
+    /// Writes results.json, and BENCHMARKS.md unless this is a quick run.
+    pub fn write(&self, workspace: &Path, target: &Path) -> std::io::Result<()> {
+        let dir = target.join("bench");
+        fs::create_dir_all(&dir)?;
+        let json = serde_json::to_string_pretty(&self.json()).expect("JSON of plain values");
+        fs::write(dir.join("results.json"), json + "\n")?;
+        println!("wrote {}", dir.join("results.json").display());
+        if !self.quick {
+            fs::write(workspace.join("BENCHMARKS.md"), self.markdown())?;
+            println!("wrote {}", workspace.join("BENCHMARKS.md").display());
+        }
+        Ok(())
+    }
+}
+
+const METHOD: &str = "
+## Method
+
+- Every call to `BPF_PROG_TEST_RUN` runs one packet (`repeat = 1`). In repeat
+  mode the kernel does not restore the packet between repeats, so a NAT
+  rewrite or a tunnel header would send the second repeat down another path.
+- The time per packet is the kernel's own measurement (the call's
+  `duration`), which leaves out the syscall and the copies in and out, but
+  includes the kernel's timer and the test-run loop around the program; the
+  empty program (`r0 = XDP_PASS; exit`, same packet, same method) measures
+  that part, and *net* subtracts it.
+- The verdict and the output bytes of every call are checked against the
+  packet built independently with etherparse, as the fixtures do.
+- Established paths (NAT, DR, TUN, NAT reply, UDP NAT) send the same packet
+  of an existing flow every time. *New connection* sends a SYN of a new
+  flow on every call (source address and port vary), so each one is
+  scheduled by rr and inserts its connection entries (two for NAT); the
+  connection table is emptied before each run so that it never fills.
+  Every real has weight 1, so rr takes the first real it probes: the
+  number of reals matters to the verifier, hardly to the cost per packet.
+- Each benchmark first does one untimed run of the same size, so that every
+  timed run starts from the same state; for new connections that is a
+  table that has been filled and emptied (a never-used one has measured
+  faster than one in use, which is what a director runs on).
+- The run-to-run spread (min, max) is the noise of this machine; a VM with
+  few cores is noisy, so compare medians taken on the same machine.
+";

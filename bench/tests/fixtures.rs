@@ -1,1 +1,0 @@
-../../tests/tests/fixtures.rs
