@@ -161,12 +161,59 @@ fn build(root: &Path) -> anyhow::Result<()> {
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
+    let mut total = Tally::default();
     // Host-only tier first: fast, and no root needed.
-    run(cargo(root).args(["test", "-p", "lb-common", "-p", "lb-user", "-p", "xtask"]))?;
+    total += run_tests(cargo(root).args(["test", "-p", "lb-common", "-p", "lb-user", "-p", "xtask"]))?;
     need_root("the packet and end-to-end tests")?;
     build(root)?;
-    run(cargo(root)
-        .args(["test", "--release", "-p", "tests", "--", "--test-threads=1"])
-        .env("XLVS_BIN", root.join("target/release/xlvs")))?;
-    run(cargo(root).args(["run", "--release", "-p", "bench", "--", "--quick"]))
+    total += run_tests(
+        cargo(root)
+            .args(["test", "--release", "-p", "tests", "--", "--test-threads=1"])
+            .env("XLVS_BIN", root.join("target/release/xlvs")),
+    )?;
+    // The benchmark must keep working; a quick run proves it without
+    // rewriting BENCHMARKS.md.
+    run(cargo(root).args(["run", "--release", "-p", "bench", "--", "--quick"]))?;
+    println!("xtask: {} passed, {} failed", total.passed, total.failed);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Self) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+    }
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its "test result"
+/// lines so that the run ends with one total.
+fn run_tests(cmd: &mut Command) -> anyhow::Result<Tally> {
+    use std::io::BufRead as _;
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut tally = Tally::default();
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            tally.passed += count("passed");
+            tally.failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(tally)
 }
