@@ -108,11 +108,15 @@ fn ensure_rust_src(root: &Path) -> anyhow::Result<()> {
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
         .context("the nightly toolchain is missing: `rustup toolchain install nightly`")?;
     let rustlib = Path::new(&sysroot).join("lib/rustlib");
-    if rustlib.join("src/rust/library/core/Cargo.toml").exists() {
+    let present = || rustlib.join("src/rust/library/core/Cargo.toml").exists();
+    if present() {
         return Ok(());
     }
     eprintln!("xtask: installing rust-src for nightly");
-    if run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).is_ok() {
+    // rustup may also claim success for a component whose files are gone,
+    // so what counts is whether the sources are there afterwards.
+    let _ = run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]));
+    if present() {
         return Ok(());
     }
     // rustup could not download it: unpack the copy kept beside the repo.
