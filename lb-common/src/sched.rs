@@ -105,3 +105,40 @@ mod tests {
         }
     }
 }
+
+// The full set of IPVS schedulers, one file each under `sched/`, over the
+// richer `Dest` view (connection counts, OVERLOAD, id). `Candidate` and
+// `round_robin` above stay as they are for the data plane that uses them.
+mod dest;
+pub mod dh;
+pub mod hash;
+pub mod lblc;
+pub mod lblcr;
+pub mod lc;
+pub mod mh;
+pub mod nq;
+pub mod rr;
+mod scheduler;
+pub mod sed;
+pub mod sh;
+pub mod threshold;
+pub mod wlc;
+pub mod wrr;
+
+pub use dest::Dest;
+pub use dh::{DH_TAB_SIZE, NO_REAL, dh_build, dh_hashkey, dh_schedule};
+pub use lblc::{lblc_overloaded, lblc_schedule};
+pub use lblcr::{LBLCR_SET_MAX, LblcrEntry, lblcr_schedule};
+pub use lc::lc_schedule;
+pub use mh::{MH_TAB_SIZE, MhReal, mh_build, mh_last_weight, mh_schedule};
+pub use nq::nq_schedule;
+pub use rr::{rr_cursor_after_add, rr_cursor_after_del, rr_schedule};
+pub use scheduler::{
+    SVC_F_MH_FALLBACK, SVC_F_MH_PORT, SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3, SVC_F_SH_FALLBACK,
+    SVC_F_SH_PORT, Scheduler, UnknownScheduler,
+};
+pub use sed::sed_schedule;
+pub use sh::{SH_TAB_SIZE, sh_build, sh_hashkey, sh_schedule};
+pub use threshold::{overload_on_bind, overload_on_edit, overload_on_unbind, overload_update};
+pub use wlc::wlc_schedule;
+pub use wrr::{WrrState, wrr_schedule};
