@@ -27,8 +27,40 @@ pub const MAP_SERVICE_STATS: &str = "SERVICE_STATS";
 pub const MAP_REAL_STATS: &str = "REAL_STATS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_DECAP_VIPS: &str = "DECAP_VIPS";
+pub const MAP_SERVICE_RANGES: &str = "SERVICE_RANGES";
+pub const MAP_REAL_CONNS: &str = "REAL_CONNS";
+pub const MAP_BUCKETS: &str = "BUCKETS";
+pub const MAP_MAGLEV: &str = "MAGLEV";
+pub const MAP_LBLC: &str = "LBLC";
+pub const MAP_LBLCR: &str = "LBLCR";
+pub const MAP_TEMPLATES: &str = "TEMPLATES";
+/// Services that may use Maglev at once (each table is 16 KiB).
+pub const MAX_MAGLEV_SERVICES: u32 = 256;
+/// Entries of the lblc/lblcr caches and of the persistence templates.
+pub const DEFAULT_CACHE_SIZE: u32 = 1 << 16;
+pub const MAP_SCHEDULERS: &str = "SCHEDULERS";
 /// Program names.
 pub const PROG_DIRECTOR: &str = "xlvs_director";
+/// The scheduler programs, by scheduler id: the director tail-calls
+/// `SCHEDULERS[id]` for a new connection, and the scheduler tail-calls
+/// `SCHEDULERS[SCHED_RESUME]` (the director again) with its answer. Each is
+/// a program of its own so that each gets the verifier's whole budget.
+pub const PROG_SCHEDULERS: [(u8, &str); 11] = [
+    (SCHED_RR, "xlvs_sched_rr"),
+    (SCHED_WRR, "xlvs_sched_wrr"),
+    (SCHED_LC, "xlvs_sched_lc"),
+    (SCHED_WLC, "xlvs_sched_wlc"),
+    (SCHED_LBLC, "xlvs_sched_lblc"),
+    (SCHED_LBLCR, "xlvs_sched_lblcr"),
+    (SCHED_DH, "xlvs_sched_dh"),
+    (SCHED_SH, "xlvs_sched_sh"),
+    (SCHED_SED, "xlvs_sched_sed"),
+    (SCHED_NQ, "xlvs_sched_nq"),
+    (SCHED_MH, "xlvs_sched_mh"),
+];
+/// `SCHEDULERS` slot of the director itself, where schedulers resume it.
+pub const SCHED_RESUME: u32 = 15;
+pub const SCHEDULERS_SLOTS: u32 = 16;
 pub const PROG_DECAP: &str = "xlvs_decap";
 
 pub const AF_INET: u8 = 2;
@@ -67,17 +99,32 @@ pub struct ServiceKey {
     pub family: u8,
 }
 
-/// Value of `SERVICES`.
+/// `Service::flags`: connections from one client network stick to one real
+/// (IPVS's `IP_VS_SVC_F_PERSISTENT`). The scheduler flags (`sh-port`,
+/// `sh-fallback`, ...) are `sched::SVC_F_*` in the same byte.
+pub const SVC_F_PERSISTENT: u8 = 0x01;
+
+/// Value of `SERVICES` and `SERVICE_RANGES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Service {
-    /// Index into `SERVICE_REALS`, `SCHED_STATE` and `SERVICE_STATS`.
+    /// Index into `SERVICE_REALS`, `SCHED_STATE`, `BUCKETS` and `MAGLEV`.
     pub id: u32,
     /// How many entries of `SERVICE_REALS[id]` are in use.
     pub nreals: u32,
+    /// `SCHED_*`.
     pub scheduler: u8,
+    /// `SVC_F_PERSISTENT` | `sched::SVC_F_*`.
     pub flags: u8,
     pub _pad: [u8; 2],
+    /// Persistence: how long a client network's template outlives its last
+    /// connection, in seconds.
+    pub persist_timeout: u32,
+    /// Persistence: the client netmask, network order (IPv4 in word 0).
+    pub persist_mask: [u32; 4],
+    /// lblc/lblcr: how long an idle cache entry is kept, and lblcr's set
+    /// expiration, in ns.
+    pub lblc_expire_ns: u64,
 }
 
 /// Value of `SERVICE_REALS` (an array indexed by service id): the real ids of
@@ -122,14 +169,117 @@ pub struct Real {
     pub smac: [u8; 6],
     /// The service this real belongs to.
     pub service: u32,
+    /// Upper connection threshold (0 = none): at `active + inactive >=` it
+    /// the real is overloaded and gets no new connections.
+    pub u_threshold: u32,
+    /// Lower threshold: overload clears below it (0 = below 3/4 of upper).
+    pub l_threshold: u32,
 }
 
-/// Value of `SCHED_STATE` (an array indexed by service id).
+/// Value of `SCHED_STATE` (an array indexed by service id): rr's cursor, and
+/// wrr's cursor and weights.
+pub type SchedState = crate::sched::WrrState;
+
+/// Value of `REAL_CONNS` (an array indexed by real id, mmapable): IPVS's
+/// per-destination connection counts. The data plane and the controller
+/// both change them with atomic adds, so no update is lost. They are 64-bit
+/// because the BPF target has no 32-bit atomics.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SchedState {
-    /// rr: where the next scan starts (the position after the last pick).
-    pub cursor: u32,
+pub struct RealConns {
+    /// ActiveConn.
+    pub active: u64,
+    /// InActConn.
+    pub inactive: u64,
+    /// PersistConn: persistence templates naming this real.
+    pub persist: u64,
+    /// 1 while the real is over its thresholds (IPVS's OVERLOAD flag).
+    pub overloaded: u64,
+}
+
+/// Key data of `SERVICE_RANGES` (an LPM trie, so the full key is aya's
+/// `Key<RangeData>`: a `prefix_len` then this): a virtual service that
+/// covers an address range (`10.50.0.0/16:80`), xlvs's answer to fwmark
+/// services. `prefix_len` counts the 32 bits of `proto`, `family` and `port`
+/// plus the address prefix: see [`range_prefix_len`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RangeData {
+    pub proto: u8,
+    pub family: u8,
+    /// Network order.
+    pub port: u16,
+    /// Network order, masked to the prefix.
+    pub addr: [u32; 4],
+}
+
+/// The LPM `prefix_len` of a range whose address prefix is `addr_bits` long
+/// (a lookup uses `range_prefix_len(128)`).
+#[must_use]
+pub const fn range_prefix_len(addr_bits: u32) -> u32 {
+    32 + addr_bits
+}
+
+/// Value of `BUCKETS` (an array indexed by service id): dh's and sh's 256
+/// buckets, each a scan index into the service's reals (`sched::NO_REAL`
+/// for none), built by the controller whenever the reals change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    pub reals: [u32; crate::sched::DH_TAB_SIZE],
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self { reals: [crate::sched::NO_REAL; crate::sched::DH_TAB_SIZE] }
+    }
+}
+
+/// Value of `MAGLEV` (a hash keyed by service id): the lookup table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    pub reals: [u32; crate::sched::MH_TAB_SIZE],
+    pub _pad: u32,
+}
+
+impl Default for MaglevTable {
+    fn default() -> Self {
+        Self { reals: [crate::sched::NO_REAL; crate::sched::MH_TAB_SIZE], _pad: 0 }
+    }
+}
+
+/// Key of `LBLC`, `LBLCR` and `TEMPLATES`: an address within a service (the
+/// destination for lblc/lblcr, the masked client for persistence).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    pub service: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// Network order.
+    pub addr: [u32; 4],
+}
+
+/// Value of `LBLC`: the real a destination address is cached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LblcEntry {
+    pub lastuse: u64,
+    /// Real id.
+    pub real: u32,
+    pub _pad: u32,
+}
+
+/// Value of `TEMPLATES`: a persistence template (IPVS's template
+/// connection): the real a client network sticks to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Template {
+    /// When a connection last used it (`bpf_ktime_get_ns`).
+    pub last_used_ns: u64,
+    /// Real id.
+    pub real: u32,
     pub _pad: u32,
 }
 
@@ -171,6 +321,9 @@ pub const CONN_F_REPLY: u8 = 1;
 /// `Conn::flags`: the director sees only the client's side (DR, TUN), so the
 /// TCP state machine runs on the client's flags alone (IPVS's NOOUTPUT).
 pub const CONN_F_NOOUTPUT: u8 = 2;
+/// `Conn::flags`: the connection is counted in its real's `inactive`, not
+/// `active` (IPVS's `IP_VS_CONN_F_INACTIVE`). Every connection starts so.
+pub const CONN_F_INACTIVE: u8 = 4;
 
 /// Value of `CONNS`. A client's flow has one entry; a NAT flow also has one
 /// keyed by the reply tuple, which carries what the reply path needs.
@@ -243,7 +396,10 @@ pub mod counter {
     pub const CONN_INSERT_FAIL: u32 = 13;
     /// Decapsulated an IP-in-IP packet for a VIP (`xlvs decap`).
     pub const DECAP: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// A tail call to or back from a scheduler program failed (a program
+    /// missing from `SCHEDULERS`): the new connection's packet is dropped.
+    pub const DROP_SCHED_CALL: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -262,6 +418,7 @@ pub mod counter {
         "conn_new",
         "conn_insert_fail",
         "decap",
+        "drop_sched_call",
     ];
 }
 
@@ -277,13 +434,20 @@ pub struct VipKey {
 
 const _: () = {
     assert!(core::mem::size_of::<ServiceKey>() == 20);
-    assert!(core::mem::size_of::<Service>() == 12);
-    assert!(core::mem::size_of::<Real>() == 64);
+    assert!(core::mem::size_of::<Service>() == 40);
+    assert!(core::mem::size_of::<Real>() == 72);
+    assert!(core::mem::size_of::<RealConns>() == 32);
+    assert!(core::mem::size_of::<RangeData>() == 20);
+    assert!(core::mem::size_of::<Buckets>() == 1024);
+    assert!(core::mem::size_of::<MaglevTable>() == 16376);
+    assert!(core::mem::size_of::<AddrKey>() == 24);
+    assert!(core::mem::size_of::<LblcEntry>() == 16);
+    assert!(core::mem::size_of::<Template>() == 16);
     assert!(core::mem::size_of::<ConnKey>() == 40);
     assert!(core::mem::size_of::<Conn>() == 56);
     assert!(core::mem::size_of::<Stats>() == 40);
     assert!(core::mem::size_of::<VipKey>() == 20);
-    assert!(core::mem::size_of::<SchedState>() == 8);
+    assert!(core::mem::size_of::<SchedState>() == 16);
 };
 
 #[cfg(feature = "user")]
@@ -295,7 +459,13 @@ mod pod {
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for ServiceReals {}
     unsafe impl aya::Pod for Real {}
-    unsafe impl aya::Pod for SchedState {}
+    unsafe impl aya::Pod for RealConns {}
+    unsafe impl aya::Pod for RangeData {}
+    unsafe impl aya::Pod for Buckets {}
+    unsafe impl aya::Pod for MaglevTable {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for LblcEntry {}
+    unsafe impl aya::Pod for Template {}
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Stats {}

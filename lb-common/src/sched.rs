@@ -127,10 +127,10 @@ pub mod wrr;
 
 pub use dest::Dest;
 pub use dh::{DH_TAB_SIZE, NO_REAL, dh_build, dh_hashkey, dh_schedule};
-pub use lblc::{lblc_overloaded, lblc_schedule};
-pub use lblcr::{LBLCR_SET_MAX, LblcrEntry, lblcr_schedule};
+pub use lblc::{lblc_overloaded, lblc_schedule, lblc_schedule_with};
+pub use lblcr::{LBLCR_SET_MAX, LblcrEntry, lblcr_schedule, lblcr_schedule_with};
 pub use lc::lc_schedule;
-pub use mh::{MH_TAB_SIZE, MhReal, mh_build, mh_last_weight, mh_schedule};
+pub use mh::{MH_TAB_SIZE, MhReal, Probe, mh_build, mh_fallback, mh_first, mh_last_weight, mh_probe, mh_schedule};
 pub use nq::nq_schedule;
 pub use rr::{rr_cursor_after_add, rr_cursor_after_del, rr_schedule};
 pub use scheduler::{

@@ -7,19 +7,19 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
+use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
-    CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, IPPROTO_TCP, Real, SchedState, Service,
-    ServiceKey, Stats, counter,
+    CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, IPPROTO_TCP, RangeData,
+    Real, Service, ServiceKey, Stats, counter,
     net::{Flow, ParseError, TCP_RST, TCP_SYN, parse},
-    sched::{Candidate, round_robin},
+    range_prefix_len,
     tcp_state::{self, Direction},
 };
 
 use crate::{
-    forward,
-    maps::{
-        CONNS, Frame, REAL_STATS, REALS, SCHED_STATE, SERVICE_REALS, SERVICES, verdict,
-    },
+    accounting, forward,
+    maps::{CONNS, Frame, REAL_STATS, REALS, SERVICE_RANGES, SERVICES, verdict},
+    schedule,
 };
 
 #[xdp]
@@ -56,7 +56,8 @@ fn run(ctx: &XdpContext) -> u32 {
         if conn.flags & CONN_F_REPLY != 0 {
             return forward::nat_reply(ctx, &flow, conn, now);
         }
-        update_state(conn, &flow);
+        let dir = client_direction(conn);
+        accounting::transition(conn, &flow, dir);
         let Some(real) = REALS.get(conn.real) else {
             return verdict(counter::DROP_STALE_REAL, XDP_DROP);
         };
@@ -72,17 +73,15 @@ fn run(ctx: &XdpContext) -> u32 {
         proto: flow.proto,
         family: flow.family,
     };
-    let Some(service) = SERVICES.get_ptr(&service_key) else {
+    let Some(service) = find_service(&service_key) else {
         return verdict(counter::PASS_NOT_VIP, XDP_PASS);
     };
-    // SAFETY: a live map value, copied out.
-    let service = unsafe { *service };
     // IPVS schedules TCP only on a SYN (`tcp_conn_schedule`); anything else
     // without a connection is the kernel's to answer.
     if flow.proto == IPPROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_RST) != TCP_SYN {
         return verdict(counter::PASS_NOT_SYN, XDP_PASS);
     }
-    let Some(real_id) = schedule(&service) else {
+    let Some(real_id) = schedule::pick(ctx, &service, &flow, &key, now) else {
         return verdict(counter::DROP_NO_REAL, XDP_DROP);
     };
     let Some(real) = REALS.get(real_id) else {
@@ -92,31 +91,19 @@ fn run(ctx: &XdpContext) -> u32 {
     forward::to_real(ctx, &flow, real_id, real)
 }
 
-/// Picks a real for a new connection with the service's scheduler.
+/// The service a packet is for: an exact VIP:port first, then the longest
+/// address range that covers the destination.
 #[inline(always)]
-fn schedule(service: &Service) -> Option<u32> {
-    let reals = SERVICE_REALS.get(service.id)?;
-    let state: *mut SchedState = SCHED_STATE.get_ptr_mut(service.id)?;
-    // SAFETY: a live array slot. Two CPUs racing here can both read the same
-    // cursor and pick the same real, exactly as IPVS's lockless read would
-    // without its scheduler lock; the next pick moves on either way.
-    let cursor = unsafe { (*state).cursor };
-    let idx = round_robin(cursor, service.nreals, |i| {
-        // black_box keeps the bounds check: LLVM can prove i < 256 and would
-        // drop it, but the verifier cannot and insists on seeing one.
-        let id = *reals.ids.get(core::hint::black_box(i) as usize)?;
-        REALS.get(id).map(|r| Candidate { weight: r.weight })
-    })?;
-    // The pick goes through the map and is read back with a volatile load,
-    // so that the verifier sees an unknown index instead of one constant per
-    // loop exit; otherwise it walks the rest of the program once for every
-    // possible pick and gives up at 256 reals.
-    // SAFETY: a live array slot.
-    let idx = unsafe {
-        (*state).cursor = idx + 1;
-        core::ptr::read_volatile(&raw const (*state).cursor).wrapping_sub(1)
-    };
-    reals.ids.get(core::hint::black_box(idx) as usize).copied()
+fn find_service(key: &ServiceKey) -> Option<Service> {
+    if let Some(service) = SERVICES.get_ptr(key) {
+        // SAFETY: a live map value, copied out.
+        return Some(unsafe { *service });
+    }
+    let range = Key::new(
+        range_prefix_len(128),
+        RangeData { proto: key.proto, family: key.family, port: key.port, addr: key.addr },
+    );
+    SERVICE_RANGES.get(&range).copied()
 }
 
 /// Records a new connection: the client's entry, and for NAT the entry the
@@ -137,12 +124,16 @@ fn new_connection(
         service: service.id,
         vaddr: flow.daddr,
         vport: flow.dport,
-        flags: if real.forward == FWD_NAT { 0 } else { CONN_F_NOOUTPUT },
+        flags: CONN_F_INACTIVE | if real.forward == FWD_NAT { 0 } else { CONN_F_NOOUTPUT },
         ..Conn::default()
     };
-    update_state(&mut conn, flow);
+    accounting::bind(real_id, real);
+    let dir = client_direction(&conn);
+    accounting::transition(&mut conn, flow, dir);
     if CONNS.insert(key, &conn, 0).is_err() {
+        accounting::unbind(real_id, &conn);
         verdict(counter::CONN_INSERT_FAIL, 0);
+        return;
     }
     if real.forward == FWD_NAT {
         if let Some(eth) = forward::eth(ctx) {
@@ -176,18 +167,10 @@ fn new_connection(
     verdict(counter::CONN_NEW, 0);
 }
 
-/// Runs IPVS's TCP state machine on a client-side segment.
+/// Which of IPVS's state tables a client's segment runs through.
 #[inline(always)]
-fn update_state(conn: &mut Conn, flow: &Flow) {
-    if flow.proto != IPPROTO_TCP {
-        return;
-    }
-    let dir = if conn.flags & CONN_F_NOOUTPUT != 0 {
-        Direction::InputOnly
-    } else {
-        Direction::Input
-    };
-    conn.state = tcp_state::next(conn.state, dir, flow.tcp_flags);
+fn client_direction(conn: &Conn) -> Direction {
+    if conn.flags & CONN_F_NOOUTPUT != 0 { Direction::InputOnly } else { Direction::Input }
 }
 
 /// Adds one packet to a real's counters.

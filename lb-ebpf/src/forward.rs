@@ -9,10 +9,11 @@ use lb_common::{
     Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
     REAL_F_NEXTHOP, Real, counter, csum,
     net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at},
-    tcp_state::{self, Direction},
+    tcp_state::Direction,
 };
 
 use crate::{
+    accounting,
     director::account,
     maps::{CONNS, Frame, verdict},
 };
@@ -115,9 +116,7 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
         // SAFETY: a live map value (see director.rs).
         let client = unsafe { &mut *client };
         client.last_seen_ns = now;
-        if flow.proto == IPPROTO_TCP {
-            client.state = tcp_state::next(client.state, Direction::Output, flow.tcp_flags);
-        }
+        accounting::transition(client, flow, Direction::Output);
     }
     account(reply.real, u64::from(flow.ip_len), false);
     if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {

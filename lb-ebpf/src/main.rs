@@ -9,7 +9,13 @@
 //! XDP action; every pass and drop bumps its own counter.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The BPF target declares no atomic read-modify-write types, yet the BPF
+// instruction set has an atomic add (`lock xadd`): the intrinsic reaches it.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+#[cfg(target_arch = "bpf")]
+mod accounting;
 #[cfg(target_arch = "bpf")]
 mod decap;
 #[cfg(target_arch = "bpf")]
@@ -18,6 +24,8 @@ mod director;
 mod forward;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod schedule;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -2,17 +2,23 @@
 //! from `lb_common::maps`.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
-    Conn, ConnKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, Real, SchedState, Service,
-    ServiceKey, ServiceReals, Stats, VipKey, counter, net::Packet,
+    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
+    MAX_MAGLEV_SERVICES, MAX_REALS, MAX_SERVICES, MaglevTable, RangeData, Real, RealConns,
+    SchedState, Service, ServiceKey, ServiceReals, Stats, Template, VipKey, counter,
+    net::Packet, sched::LblcrEntry,
 };
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+/// Services that cover an address range, found by longest prefix.
+#[map]
+pub static SERVICE_RANGES: LpmTrie<RangeData, Service> = LpmTrie::with_max_entries(MAX_SERVICES, 0);
 #[map]
 pub static SERVICE_REALS: Array<ServiceReals> = Array::with_max_entries(MAX_SERVICES, 0);
 #[map]
@@ -25,6 +31,54 @@ pub static CONNS: LruHashMap<ConnKey, Conn> =
 /// Per-real stats; a service's stats are the sum over its reals.
 #[map]
 pub static REAL_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+/// Active/inactive/persistent counts per real; mmapable so that the
+/// controller can adjust them with atomic adds too.
+#[map]
+pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
+/// dh's and sh's bucket tables, per service.
+#[map]
+pub static BUCKETS: Array<Buckets> = Array::with_max_entries(MAX_SERVICES, 0);
+/// Maglev lookup tables, per service.
+#[map]
+pub static MAGLEV: HashMap<u32, MaglevTable> = HashMap::with_max_entries(MAX_MAGLEV_SERVICES, 0);
+/// lblc's destination cache.
+#[map]
+pub static LBLC: LruHashMap<AddrKey, LblcEntry> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);
+/// lblcr's destination sets.
+#[map]
+pub static LBLCR: LruHashMap<AddrKey, LblcrEntry> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);
+/// Persistence templates: a client network's real.
+#[map]
+pub static TEMPLATES: LruHashMap<AddrKey, Template> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);
+/// A new connection's details, handed to the scheduler functions (see
+/// `schedule::schedule`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub service: Service,
+    /// The connection being scheduled, so that the answer is only taken for
+    /// the packet that asked.
+    pub key: ConnKey,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+    pub sport: u16,
+    pub family: u8,
+    /// 1 once the scheduler has written `answer`.
+    pub answered: u8,
+    /// 1 when `answer` is a scan index, 0 when it is a real id.
+    pub answer_is_index: u8,
+    pub _pad: [u8; 3],
+    /// `sched::NO_REAL` for "no real available".
+    pub answer: u32,
+    pub now: u64,
+}
+
+/// The scheduler programs by scheduler id, and the director at
+/// `SCHED_RESUME` (see `schedule::schedule`).
+#[map]
+pub static SCHEDULERS: ProgramArray = ProgramArray::with_max_entries(SCHEDULERS_SLOTS, 0);
+#[map]
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]

@@ -108,23 +108,29 @@ pub(crate) fn weighted_least(
     overhead: impl Fn(&Dest) -> u64,
 ) -> Option<(u32, Dest)> {
     let n = scan_len(nreals)?;
-    let mut least: Option<(u32, u64, Dest)> = None;
+    // Plain variables rather than an `Option` of a tuple: LLVM may spill an
+    // `Option`'s uninitialised payload, which the verifier refuses to read.
+    let mut found = false;
+    let mut least = (0u32, 0u64, Dest::default());
     for i in 0..MAX_REALS_PER_SERVICE as u32 {
         if i >= n {
             break;
         }
         let Some(d) = real(i) else { continue };
-        if d.overloaded {
+        // The kernel lets a weight-0 real into the comparison, where
+        // `loh * 0 > doh * lw` can never make it the least: skipping it is
+        // the same, and spares the verifier a comparison it could decide
+        // (which would pin every value behind it and defeat its pruning).
+        if d.overloaded || d.weight == 0 {
             continue;
         }
         let doh = overhead(&d);
-        match least {
-            None if d.weight > 0 => least = Some((i, doh, d)),
-            Some((_, loh, l)) if heavier(loh, l.weight, doh, d.weight) => least = Some((i, doh, d)),
-            _ => {}
+        if !found || heavier(least.1, least.2.weight, doh, d.weight) {
+            found = true;
+            least = (i, doh, d);
         }
     }
-    least.map(|(i, _, d)| (i, d))
+    found.then_some((least.0, least.2))
 }
 
 #[cfg(test)]

@@ -80,16 +80,34 @@ pub fn lblc_overloaded(
 pub fn lblc_schedule(
     cached: Option<Dest>,
     nreals: u32,
-    mut real: impl FnMut(u32) -> Option<Dest>,
+    real: impl FnMut(u32) -> Option<Dest>,
+) -> Option<Dest> {
+    lblc_schedule_with(
+        cached,
+        real,
+        |c, real| lblc_overloaded(c, nreals, real),
+        |real| weighted_least(nreals, real, Dest::conn_overhead).map(|(_, d)| d),
+    )
+}
+
+/// [`lblc_schedule`] with its two scans supplied by the caller: lblc's
+/// overload rule (`overloaded(dest, real)`) and wlc over all reals
+/// (`least(real)`, `__ip_vs_lblc_schedule()`), so that the data plane can
+/// run each as a function the verifier checks once.
+#[inline(always)]
+pub fn lblc_schedule_with<R: FnMut(u32) -> Option<Dest>>(
+    cached: Option<Dest>,
+    mut real: R,
+    overloaded: impl FnOnce(&Dest, &mut R) -> bool,
+    least: impl FnOnce(&mut R) -> Option<Dest>,
 ) -> Option<Dest> {
     if let Some(c) = cached
         && c.weight > 0
-        && !lblc_overloaded(&c, nreals, &mut real)
+        && !overloaded(&c, &mut real)
     {
         return Some(c);
     }
-    // `__ip_vs_lblc_schedule()` is wlc.
-    weighted_least(nreals, &mut real, Dest::conn_overhead).map(|(_, d)| d)
+    least(&mut real)
 }
 
 #[cfg(test)]

@@ -163,14 +163,39 @@ pub fn lblcr_schedule(
     entry: &mut LblcrEntry,
     now: u64,
     expiration: u64,
-    mut member: impl FnMut(u32) -> Option<Dest>,
+    member: impl FnMut(u32) -> Option<Dest>,
     nreals: u32,
-    mut real: impl FnMut(u32) -> Option<Dest>,
+    real: impl FnMut(u32) -> Option<Dest>,
+) -> Option<Dest> {
+    lblcr_schedule_with(
+        entry,
+        now,
+        expiration,
+        member,
+        real,
+        |d, real| lblc_overloaded(d, nreals, real),
+        |real| weighted_least(nreals, real, Dest::conn_overhead).map(|(_, d)| d),
+    )
+}
+
+/// [`lblcr_schedule`] with its two scans supplied by the caller: lblc's
+/// overload rule (`overloaded(dest, real)`) and wlc over all reals
+/// (`least(real)`), so that the data plane can run each as a function the
+/// verifier checks once.
+#[inline(always)]
+pub fn lblcr_schedule_with<R: FnMut(u32) -> Option<Dest>>(
+    entry: &mut LblcrEntry,
+    now: u64,
+    expiration: u64,
+    mut member: impl FnMut(u32) -> Option<Dest>,
+    mut real: R,
+    overloaded: impl FnOnce(&Dest, &mut R) -> bool,
+    mut least: impl FnMut(&mut R) -> Option<Dest>,
 ) -> Option<Dest> {
     if entry.len == 0 {
         // No entry: wlc over all reals, and a new entry holding the pick
         // (`ip_vs_lblcr_new()`).
-        let (_, d) = weighted_least(nreals, &mut real, Dest::conn_overhead)?;
+        let d = least(&mut real)?;
         *entry = LblcrEntry { lastuse: now, ..LblcrEntry::default() };
         entry.insert(d.id, now);
         return Some(d);
@@ -186,12 +211,12 @@ pub fn lblcr_schedule(
         entry.erase(m, now);
     }
     if let Some(d) = pick
-        && !lblc_overloaded(&d, nreals, &mut real)
+        && !overloaded(&d, &mut real)
     {
         return Some(d);
     }
     // The set has no usable real: wlc over all, and the winner joins.
-    let (_, d) = weighted_least(nreals, &mut real, Dest::conn_overhead)?;
+    let d = least(&mut real)?;
     entry.insert(d.id, now);
     Some(d)
 }

@@ -1,8 +1,7 @@
 //! lc, least connection: `net/netfilter/ipvs/ip_vs_lc.c`.
 
 use super::Dest;
-use super::dest::scan_len;
-use crate::MAX_REALS_PER_SERVICE;
+use super::dest::weighted_least;
 
 /// `ip_vs_lc_schedule()`: the real with the smallest connection overhead
 /// (`active * 256 + inactive`), weight ignored except that 0 means
@@ -10,22 +9,11 @@ use crate::MAX_REALS_PER_SERVICE;
 /// earlier real, i.e. the most recently added.
 #[inline(always)]
 pub fn lc_schedule(nreals: u32, mut real: impl FnMut(u32) -> Option<Dest>) -> Option<u32> {
-    let n = scan_len(nreals)?;
-    let mut least: Option<(u32, u64)> = None;
-    for i in 0..MAX_REALS_PER_SERVICE as u32 {
-        if i >= n {
-            break;
-        }
-        let Some(d) = real(i) else { continue };
-        if !d.available() {
-            continue;
-        }
-        let doh = d.conn_overhead();
-        if least.is_none_or(|(_, loh)| doh < loh) {
-            least = Some((i, doh));
-        }
-    }
-    least.map(|(i, _)| i)
+    // lc is wlc with every available real at weight 1: the first available
+    // real seeds, and a later one replaces it only with a strictly lower
+    // overhead. One scan shape for both keeps the verifier's work the same.
+    let mut unweighted = |i| real(i).map(|d: Dest| Dest { weight: u32::from(d.weight > 0), ..d });
+    weighted_least(nreals, &mut unweighted, Dest::conn_overhead).map(|(i, _)| i)
 }
 
 #[cfg(test)]

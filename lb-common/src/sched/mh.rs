@@ -169,24 +169,84 @@ pub fn mh_schedule(
     mut real: impl FnMut(u32) -> Option<Dest>,
 ) -> Option<u32> {
     let port = if svc_flags & SVC_F_MH_PORT != 0 { sport } else { 0 };
+    let first = mh_first(saddr, family, port, &mut slot, &mut real)?;
+    mh_fallback(first, svc_flags, |offset, ihash| {
+        mh_probe(saddr, family, port, ihash, offset, &mut slot, &mut real)
+    })
+}
+
+/// What one fallback probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// An available real at this scan index.
+    Found(u32),
+    /// The slot's real is unavailable: probe on.
+    Next,
+    /// An empty table: the search ends.
+    Stop,
+}
+
+/// The first lookup of `ip_vs_mh_schedule()`: the client's own slot.
+/// `None` when the table is empty; otherwise whether its real is usable
+/// (`Found`) or the fallback should start from `ihash` (`Err(ihash)`).
+#[inline(always)]
+pub fn mh_first(
+    saddr: &[u32; 4],
+    family: u8,
+    port: u16,
+    slot: &mut impl FnMut(u32) -> Option<u32>,
+    real: &mut impl FnMut(u32) -> Option<Dest>,
+) -> Option<Result<u32, u32>> {
     let ihash = mh_hashkey(saddr, family, port, &MH_HASH1, 0) % SIZE;
     // An empty table (no weighted real) ends the lookup either way.
     let idx = slot(ihash).filter(|&r| r != NO_REAL)?;
-    let mut usable = |idx: u32| real(idx).is_some_and(|d| d.available());
-    if usable(idx) {
-        return Some(idx);
-    }
+    Some(if real(idx).is_some_and(|d| d.available()) { Ok(idx) } else { Err(ihash) })
+}
+
+/// `ip_vs_mh_get_fallback()`'s probing, when the client's own slot was
+/// unusable and `mh-fallback` is set: `probe(offset, ihash)` looks at one
+/// rehashed slot. Kept apart from the probe itself so that the data plane
+/// can verify one probe once, not 4093 times.
+#[inline(always)]
+pub fn mh_fallback(
+    first: Result<u32, u32>,
+    svc_flags: u8,
+    mut probe: impl FnMut(u32, u32) -> Probe,
+) -> Option<u32> {
+    let ihash = match first {
+        Ok(idx) => return Some(idx),
+        Err(ihash) => ihash,
+    };
     if svc_flags & SVC_F_MH_FALLBACK == 0 {
         return None;
     }
     for offset in 0..SIZE {
-        let idx =
-            slot(mh_fallback_slot(saddr, family, port, ihash, offset)).filter(|&r| r != NO_REAL)?;
-        if usable(idx) {
-            return Some(idx);
+        match probe(offset, ihash) {
+            Probe::Found(idx) => return Some(idx),
+            Probe::Stop => return None,
+            Probe::Next => {}
         }
     }
     None
+}
+
+/// One fallback probe: the slot for `offset`, and whether its real is
+/// available.
+#[inline(always)]
+pub fn mh_probe(
+    saddr: &[u32; 4],
+    family: u8,
+    port: u16,
+    ihash: u32,
+    offset: u32,
+    slot: &mut impl FnMut(u32) -> Option<u32>,
+    real: &mut impl FnMut(u32) -> Option<Dest>,
+) -> Probe {
+    match slot(mh_fallback_slot(saddr, family, port, ihash, offset)) {
+        None | Some(NO_REAL) => Probe::Stop,
+        Some(idx) if real(idx).is_some_and(|d| d.available()) => Probe::Found(idx),
+        Some(_) => Probe::Next,
+    }
 }
 
 /// The slot `ip_vs_mh_get_fallback()` reads at probe `offset` (0-based) for

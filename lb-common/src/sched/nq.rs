@@ -1,8 +1,8 @@
 //! nq, never queue: `net/netfilter/ipvs/ip_vs_nq.c`.
 
 use super::Dest;
-use super::dest::{heavier, scan_len};
-use super::sed::sed_overhead;
+use super::dest::scan_len;
+use super::sed::sed_schedule;
 use crate::MAX_REALS_PER_SERVICE;
 
 /// `ip_vs_nq_schedule()`: the first real with no active connection wins at
@@ -11,25 +11,18 @@ use crate::MAX_REALS_PER_SERVICE;
 #[inline(always)]
 pub fn nq_schedule(nreals: u32, mut real: impl FnMut(u32) -> Option<Dest>) -> Option<u32> {
     let n = scan_len(nreals)?;
-    let mut least: Option<(u32, u64, u32)> = None;
+    // An idle available real has no queue at all: the first one wins at
+    // once. `ip_vs_nq_schedule()` checks for it inside its sed scan; an idle
+    // real met there would win anyway, so looking for it first is the same.
     for i in 0..MAX_REALS_PER_SERVICE as u32 {
         if i >= n {
             break;
         }
-        let Some(d) = real(i) else { continue };
-        if !d.available() {
-            continue;
-        }
-        // An idle real: no queue at all, take it.
-        if d.active == 0 {
+        if real(i).is_some_and(|d| d.available() && d.active == 0) {
             return Some(i);
         }
-        let doh = sed_overhead(&d);
-        if least.is_none_or(|(_, loh, lw)| heavier(loh, lw, doh, d.weight)) {
-            least = Some((i, doh, d.weight));
-        }
     }
-    least.map(|(i, _, _)| i)
+    sed_schedule(nreals, real)
 }
 
 #[cfg(test)]

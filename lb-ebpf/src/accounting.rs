@@ -1,0 +1,98 @@
+//! IPVS's per-real connection counts (`ip_vs_bind_dest`, `set_tcp_state`):
+//! every connection counts as inactive at first, and moves between active
+//! and inactive as its TCP state does. The counts live in `REAL_CONNS` and
+//! change only by atomic adds, here and in the controller (which subtracts
+//! when it expires a connection), so concurrent CPUs lose no update.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use lb_common::{CONN_F_INACTIVE, Conn, IPPROTO_TCP, Real, net::Flow, sched, tcp_state};
+
+use crate::maps::REAL_CONNS;
+
+#[inline(always)]
+fn add(counter: *mut u64, delta: u64) {
+    // SAFETY: `counter` points into a live REAL_CONNS value; a wrapping add
+    // of `u64::MAX` is a subtraction of one.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, delta) };
+}
+
+const MINUS_ONE: u64 = u64::MAX;
+
+/// A new connection to `real` (flagged inactive): count it, and flag the
+/// real overloaded once it reaches its upper threshold.
+#[inline(always)]
+pub fn bind(real_id: u32, real: &Real) {
+    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else { return };
+    // SAFETY: a live array slot.
+    unsafe {
+        add(&raw mut (*c).inactive, 1);
+        let (active, inactive) = (narrow((*c).active), narrow((*c).inactive));
+        if sched::overload_on_bind(active, inactive, real.u_threshold, (*c).overloaded != 0) {
+            (*c).overloaded = 1;
+        }
+    }
+}
+
+/// The scheduler's 32-bit view of a 64-bit count. A plain truncation: no
+/// real holds 2^32 connections, and a branch here would double the
+/// verifier's paths through every scheduler loop.
+#[inline(always)]
+pub fn narrow(count: u64) -> u32 {
+    count as u32
+}
+
+/// Undoes `bind` for a connection that could not be recorded.
+#[inline(always)]
+pub fn unbind(real_id: u32, conn: &Conn) {
+    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else { return };
+    // SAFETY: a live array slot.
+    unsafe {
+        if conn.flags & CONN_F_INACTIVE != 0 {
+            add(&raw mut (*c).inactive, MINUS_ONE);
+        } else {
+            add(&raw mut (*c).active, MINUS_ONE);
+        }
+    }
+}
+
+/// Runs IPVS's TCP state machine on a segment and moves the connection
+/// between its real's active and inactive counts when that changes.
+#[inline(always)]
+pub fn transition(conn: &mut Conn, flow: &Flow, dir: tcp_state::Direction) {
+    if flow.proto != IPPROTO_TCP {
+        return;
+    }
+    conn.state = tcp_state::next(conn.state, dir, flow.tcp_flags);
+    let active = tcp_state::is_active(conn.state);
+    let counted_inactive = conn.flags & CONN_F_INACTIVE != 0;
+    if active == !counted_inactive {
+        return;
+    }
+    let Some(c) = REAL_CONNS.get_ptr_mut(conn.real) else { return };
+    // SAFETY: a live array slot.
+    unsafe {
+        if active {
+            conn.flags &= !CONN_F_INACTIVE;
+            add(&raw mut (*c).active, 1);
+            add(&raw mut (*c).inactive, MINUS_ONE);
+        } else {
+            conn.flags |= CONN_F_INACTIVE;
+            add(&raw mut (*c).inactive, 1);
+            add(&raw mut (*c).active, MINUS_ONE);
+        }
+    }
+}
+
+/// A persistence template now names `to` instead of `from` (or is new).
+#[inline(always)]
+pub fn template_moved(from: Option<u32>, to: u32) {
+    if let Some(c) = from.and_then(|id| REAL_CONNS.get_ptr_mut(id)) {
+        // SAFETY: a live array slot.
+        add(unsafe { &raw mut (*c).persist }, MINUS_ONE);
+    }
+    if let Some(c) = REAL_CONNS.get_ptr_mut(to) {
+        // SAFETY: a live array slot.
+        add(unsafe { &raw mut (*c).persist }, 1);
+    }
+}
