@@ -10,7 +10,7 @@ mod support;
 
 use etherparse::{EtherType, Ipv4Header};
 use lb_common::{
-    AF_INET, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, IPPROTO_UDP,
+    AF_INET, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, IPPROTO_UDP,
     MAX_REALS_PER_SERVICE, Real, Stats, counter, tcp_state, v4_addr,
 };
 use support::*;
@@ -510,7 +510,7 @@ fn udp_nat_rewrites_and_updates_the_checksum() {
     assert_conn(
         &mut lb,
         &query.conn_key(),
-        client_entry(r1, DNS, tcp_state::NONE, 0),
+        client_entry(r1, DNS, tcp_state::NONE, CONN_F_INACTIVE),
         "UDP client entry",
     );
     let rkey = reply_key(REAL1, REAL_DNS, 33000, IPPROTO_UDP);

@@ -532,6 +532,8 @@ pub fn tun_real(addr: [u8; 4], vport: u16) -> Real {
 /// One freshly loaded copy of the data plane: its own maps, both programs.
 pub struct Lb {
     ebpf: Ebpf,
+    /// Keeps the scheduler table filled while the instance lives.
+    _schedulers: aya::maps::ProgramArray<MapData>,
     services: Vec<ServiceKey>,
     next_real: u32,
 }
@@ -540,7 +542,10 @@ impl Lb {
     pub fn new() -> Self {
         let mut ebpf = Ebpf::load(lb_user::ebpf_object())
             .expect("loading the xlvs eBPF object (these tests need root)");
-        for name in [PROG_DIRECTOR, PROG_DECAP] {
+        // The director with its scheduler programs, as `xlvs run` loads it.
+        let schedulers = lb_user::dataplane::programs::load_director(&mut ebpf)
+            .unwrap_or_else(|e| panic!("the verifier accepts the director: {e:?}"));
+        for name in [PROG_DECAP] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .unwrap_or_else(|| panic!("program {name} in the object"))
@@ -553,6 +558,7 @@ impl Lb {
         // names a configured real by accident.
         Self {
             ebpf,
+            _schedulers: schedulers,
             services: Vec::new(),
             next_real: 1,
         }
@@ -612,8 +618,7 @@ impl Lb {
             id,
             nreals,
             scheduler: SCHED_RR,
-            flags: 0,
-            _pad: [0; 2],
+            ..Service::default()
         };
         self.hash::<ServiceKey, Service>(MAP_SERVICES)
             .insert(key, service, 0)

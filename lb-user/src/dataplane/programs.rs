@@ -1,0 +1,43 @@
+//! Loading the director: its entry program, one program per scheduler, and
+//! the tail-call table that joins them (`lb_common::PROG_SCHEDULERS`).
+
+use aya::{
+    Ebpf,
+    maps::{MapData, ProgramArray},
+    programs::Xdp,
+};
+use lb_common::{MAP_SCHEDULERS, PROG_DIRECTOR, PROG_SCHEDULERS, SCHED_RESUME};
+
+use super::Error;
+
+/// Loads `xlvs_director` and every scheduler program through the verifier,
+/// and fills `SCHEDULERS` so that a new connection reaches its scheduler and
+/// the scheduler resumes the director.
+///
+/// Keep the returned table for as long as the director runs: the kernel
+/// empties a program array when user space closes its last handle on it.
+///
+/// # Errors
+/// When a program is missing or refused (the error carries the verifier
+/// log), or the table cannot be written.
+pub fn load_director(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Error> {
+    // Taken out of `ebpf` so that programs can be borrowed while it is
+    // written.
+    let map = ebpf.take_map(MAP_SCHEDULERS).ok_or(Error::Missing(MAP_SCHEDULERS))?;
+    let mut table = ProgramArray::try_from(map).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
+    let slots = PROG_SCHEDULERS.iter().map(|(id, name)| (u32::from(*id), *name));
+    for (slot, name) in slots.chain([(SCHED_RESUME, PROG_DIRECTOR)]) {
+        let program = xdp(ebpf, name)?;
+        program.load().map_err(|source| Error::Program { name, source })?;
+        let fd = program.fd().map_err(|source| Error::Program { name, source })?;
+        table.set(slot, fd, 0).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
+    }
+    Ok(table)
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::Missing(name))?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
