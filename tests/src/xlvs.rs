@@ -257,6 +257,9 @@ pub struct Service {
     pub forward: Forward,
     /// (address, weight)
     pub reals: Vec<(String, u32)>,
+    /// More keys of the `[[virtual]]` section, as TOML lines
+    /// (`persistent = 60`, `scheduler_flags = ["sh-port"]`, ...).
+    pub extra: String,
 }
 
 impl Service {
@@ -272,7 +275,21 @@ impl Service {
                 .iter()
                 .map(|ip| (format!("{ip}:{real_port}"), 1))
                 .collect(),
+            extra: String::new(),
         }
+    }
+
+    /// The same service under another scheduler.
+    pub fn scheduled_by(mut self, scheduler: &str) -> Service {
+        self.scheduler = scheduler.into();
+        self
+    }
+
+    /// Adds TOML lines to the `[[virtual]]` section.
+    pub fn with_extra(mut self, lines: &str) -> Service {
+        self.extra.push_str(lines);
+        self.extra.push('\n');
+        self
     }
 
     pub fn with_weights(mut self, weights: &[u32]) -> Service {
@@ -297,6 +314,7 @@ pub fn render_config(interfaces: &[&str], services: &[Service]) -> String {
             svc.scheduler,
             svc.forward.config_name()
         );
+        s.push_str(&svc.extra);
         for (addr, weight) in &svc.reals {
             let _ = writeln!(
                 s,
