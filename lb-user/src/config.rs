@@ -11,9 +11,15 @@ use std::{
     path::Path,
 };
 
-use lb_common::{DEFAULT_CONN_TABLE_SIZE, MAX_REALS_PER_SERVICE, MAX_SERVICES};
+use lb_common::{
+    DEFAULT_CONN_TABLE_SIZE, MAX_MAGLEV_SERVICES, MAX_REALS, MAX_REALS_PER_SERVICE, MAX_SERVICES,
+    SVC_F_PERSISTENT,
+    sched::{Scheduler, lblc::LBLC_DEFAULT_EXPIRATION_SECS},
+};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::timeouts::{MAX_TIMEOUT, Timeouts};
 
 /// A configuration error, located in its file.
 #[derive(Debug, thiserror::Error)]
@@ -108,28 +114,123 @@ impl fmt::Display for Forward {
     }
 }
 
-/// IPVS's schedulers, plus Maglev.
-pub const SCHEDULERS: [&str; 11] =
-    ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh"];
-/// The ones this build's data plane runs.
-pub const IMPLEMENTED_SCHEDULERS: [&str; 1] = ["rr"];
+/// The scheduler of a service without `scheduler`: IPVS's (ipvsadm's and
+/// keepalived's) default.
+pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wlc;
+/// `persistent = true`, like ipvsadm's `-p` without a value.
+pub const DEFAULT_PERSISTENT_TIMEOUT: u32 = 360;
+/// A virtual service's address: one VIP and port, or (`prefix_len` < 32)
+/// every address of a network on that port, xlvs's counterpart of an fwmark
+/// service. Written `10.0.0.1:80` or `10.50.0.0/16:80`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VirtualAddr {
+    /// The VIP, or the network address of a range.
+    pub addr: Ipv4Addr,
+    /// 32 for a single VIP.
+    pub prefix_len: u8,
+    pub port: u16,
+}
+
+impl VirtualAddr {
+    /// A single VIP.
+    #[must_use]
+    pub const fn single(addr: Ipv4Addr, port: u16) -> Self {
+        Self { addr, prefix_len: 32, port }
+    }
+
+    /// Whether this service covers a range of addresses.
+    #[must_use]
+    pub const fn is_range(&self) -> bool {
+        self.prefix_len < 32
+    }
+
+    /// The netmask of the range (255.255.255.255 for a single VIP).
+    #[must_use]
+    pub fn mask(&self) -> Ipv4Addr {
+        prefix_mask(self.prefix_len)
+    }
+}
+
+/// The netmask of a prefix length (0..=32).
+#[must_use]
+pub fn prefix_mask(prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0))
+}
+
+impl fmt::Display for VirtualAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_range() {
+            write!(f, "{}/{}:{}", self.addr, self.prefix_len, self.port)
+        } else {
+            write!(f, "{}:{}", self.addr, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for VirtualAddr {
+    type Err = String;
+
+    /// The config's spelling: `ip:port` or `network/len:port`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_virtual(s)
+    }
+}
+
+impl serde::Serialize for VirtualAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for VirtualAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub interfaces: Vec<String>,
     pub conn_table_size: u32,
+    /// The idle timeouts at start-up (`xlvs set --timeout` changes them).
+    pub timeouts: Timeouts,
     pub services: Vec<Service>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub protocol: Protocol,
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub scheduler: String,
+    pub vip: VirtualAddr,
+    pub scheduler: Scheduler,
+    /// `sched::SVC_F_SCHED1..3` (`sh-port`, `mh-fallback`, ...).
+    pub sched_flags: u8,
+    /// Client affinity, when the service is persistent.
+    pub persistence: Option<Persistence>,
+    /// lblc/lblcr: how long an idle cache entry is kept, and lblcr's set
+    /// expiration, in seconds.
+    pub lblc_expire: u32,
     /// In config order (oldest first); the data plane scans them reversed.
     pub reals: Vec<Real>,
+}
+
+impl Service {
+    /// `Service::flags` of the maps: the scheduler flags, and
+    /// `SVC_F_PERSISTENT` for a persistent service.
+    #[must_use]
+    pub fn flags(&self) -> u8 {
+        self.sched_flags | if self.persistence.is_some() { SVC_F_PERSISTENT } else { 0 }
+    }
+}
+
+/// IPVS's persistence: every connection from one client network (the
+/// client's address under `netmask`) goes to the same real while the
+/// network's template lives, `timeout` seconds past its last use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: u32,
+    pub netmask: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +239,11 @@ pub struct Real {
     pub port: u16,
     pub weight: u32,
     pub forward: Forward,
+    /// Connections (active + inactive) at which the real is overloaded; 0
+    /// for no limit.
+    pub u_threshold: u32,
+    /// Where the overload clears; 0 for 3/4 of `u_threshold`.
+    pub l_threshold: u32,
 }
 
 // The file as written. Spanned values remember where they stood, for errors.
@@ -157,17 +263,36 @@ struct DirectorSection {
     interfaces: Spanned<Vec<String>>,
     /// Connection table entries (a NAT flow takes two).
     conn_table_size: Option<Spanned<u32>>,
+    /// Idle timeout of an ESTABLISHED TCP connection, in seconds (ipvsadm
+    /// `--set`'s tcp); 900 when absent.
+    timeout_tcp: Option<Spanned<i64>>,
+    /// Idle timeout of a TCP connection in FIN_WAIT, in seconds (`--set`'s
+    /// tcpfin); 120 when absent.
+    timeout_tcpfin: Option<Spanned<i64>>,
+    /// Idle timeout of a UDP flow, in seconds (`--set`'s udp); 300 when
+    /// absent.
+    timeout_udp: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VirtualSection {
-    /// VIP:port.
+    /// VIP:port, or network/prefix:port for every address of a network.
     address: Spanned<String>,
     /// tcp | udp; tcp when absent.
     protocol: Option<Spanned<String>>,
-    /// rr when absent.
+    /// One of IPVS's schedulers or mh; wlc when absent.
     scheduler: Option<Spanned<String>>,
+    /// The scheduler's flags (ipvsadm -b): sh-fallback, sh-port for sh;
+    /// mh-fallback, mh-port for mh; flag-1..flag-3 for any.
+    scheduler_flags: Option<Spanned<Vec<String>>>,
+    /// Persistence timeout in seconds (0 = not persistent), or true for
+    /// ipvsadm's default of 360.
+    persistent: Option<Spanned<toml::Value>>,
+    /// The persistence netmask; 255.255.255.255 (one client) when absent.
+    netmask: Option<Spanned<String>>,
+    /// lblc/lblcr: seconds an idle cache entry is kept; 86400 when absent.
+    lblc_expire: Option<Spanned<i64>>,
     /// The default forwarding method of the reals: nat | dr | tun (aliases
     /// masq | gate | ipip); dr when absent, as with ipvsadm.
     forward: Option<Spanned<String>>,
@@ -184,10 +309,17 @@ struct RealSection {
     weight: Option<Spanned<i64>>,
     /// Overrides the service's `forward`.
     forward: Option<Spanned<String>>,
+    /// Upper connection threshold (ipvsadm -x); 0 or absent for none.
+    u_threshold: Option<Spanned<i64>>,
+    /// Lower connection threshold (ipvsadm -y); 0 or absent for 3/4 of the
+    /// upper one.
+    l_threshold: Option<Spanned<i64>>,
 }
 
 /// The highest weight ipvsadm accepts.
 pub const MAX_WEIGHT: i64 = 65535;
+/// The highest connection threshold ipvsadm accepts (`INT_MAX`).
+pub const MAX_THRESHOLD: i64 = i32::MAX as i64;
 
 struct Locator<'a> {
     file: &'a str,
@@ -202,6 +334,18 @@ impl Locator<'_> {
             line,
             key: key.into(),
             message: message.into(),
+        }
+    }
+
+    /// An optional integer in `min..=max`, or `default` when absent.
+    fn ranged(&self, value: Option<&Spanned<i64>>, key: impl Into<String>, min: i64, max: i64, default: u32) -> Result<u32, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            // max never exceeds u32::MAX here.
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        } else {
+            Err(self.error(v.span().start, key, format!("{n} is out of range {min}..={max}")))
         }
     }
 }
@@ -251,26 +395,45 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         Some(size) => *size.get_ref(),
     };
+    let defaults = Timeouts::default();
+    let max = i64::from(MAX_TIMEOUT);
+    let timeouts = Timeouts {
+        tcp: at.ranged(raw.director.timeout_tcp.as_ref(), "director.timeout_tcp", 1, max, defaults.tcp)?,
+        tcpfin: at.ranged(raw.director.timeout_tcpfin.as_ref(), "director.timeout_tcpfin", 1, max, defaults.tcpfin)?,
+        udp: at.ranged(raw.director.timeout_udp.as_ref(), "director.timeout_udp", 1, max, defaults.udp)?,
+    };
 
     if raw.virtuals.len() > MAX_SERVICES as usize {
         return Err(at.error(0, "virtual", format!("at most {MAX_SERVICES} virtual services")));
     }
     let mut services = Vec::new();
     let mut seen_services = HashSet::new();
+    let mut maglev_services = 0u32;
     for (i, v) in raw.virtuals.iter().enumerate() {
         let service = virtual_service(&at, i, v)?;
-        if !seen_services.insert((service.protocol, service.addr, service.port)) {
-            return Err(at.error(v.address.span().start, format!("virtual[{i}].address"), format!("{} {}:{} is defined twice", service.protocol, service.addr, service.port)));
+        if !seen_services.insert((service.protocol, service.vip)) {
+            return Err(at.error(v.address.span().start, format!("virtual[{i}].address"), format!("{} {} is defined twice", service.protocol, service.vip)));
+        }
+        if service.scheduler == Scheduler::Mh {
+            maglev_services += 1;
+            if maglev_services > MAX_MAGLEV_SERVICES {
+                let offset = v.scheduler.as_ref().map_or(v.address.span().start, |s| s.span().start);
+                return Err(at.error(offset, format!("virtual[{i}].scheduler"), format!("at most {MAX_MAGLEV_SERVICES} services can use mh")));
+            }
         }
         services.push(service);
     }
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, services })
+    let reals: usize = services.iter().map(|s| s.reals.len()).sum();
+    if reals > MAX_REALS as usize {
+        return Err(at.error(0, "virtual", format!("{reals} reals in all: at most {MAX_REALS}")));
+    }
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, services })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {
     let key = |k: &str| format!("virtual[{i}].{k}");
-    let (addr, port) = parse_endpoint(v.address.get_ref(), None)
-        .map_err(|m| at.error(v.address.span().start, key("address"), m))?;
+    let vip = parse_virtual(v.address.get_ref()).map_err(|m| at.error(v.address.span().start, key("address"), m))?;
+    let port = vip.port;
     let protocol = match v.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span().start)) {
         None | Some(("tcp", _)) => Protocol::Tcp,
         Some(("udp", _)) => Protocol::Udp,
@@ -279,17 +442,19 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
         }
     };
     let scheduler = match &v.scheduler {
-        None => "rr".to_owned(),
-        Some(s) => {
-            let name = s.get_ref().as_str();
-            if !SCHEDULERS.contains(&name) {
-                return Err(at.error(s.span().start, key("scheduler"), format!("'{name}' is not a scheduler: use one of {}", SCHEDULERS.join(", "))));
-            }
-            if !IMPLEMENTED_SCHEDULERS.contains(&name) {
-                return Err(at.error(s.span().start, key("scheduler"), format!("'{name}' is not available in this build yet: use {}", IMPLEMENTED_SCHEDULERS.join(", "))));
-            }
-            name.to_owned()
+        None => DEFAULT_SCHEDULER,
+        Some(s) => s.get_ref().parse::<Scheduler>().map_err(|_| {
+            let names: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
+            at.error(s.span().start, key("scheduler"), format!("'{}' is not a scheduler: use one of {}", s.get_ref(), names.join(", ")))
+        })?,
+    };
+    let sched_flags = scheduler_flags(at, &key("scheduler_flags"), scheduler, v.scheduler_flags.as_ref())?;
+    let persistence = persistence(at, i, v)?;
+    let lblc_expire = match &v.lblc_expire {
+        Some(e) if !matches!(scheduler, Scheduler::Lblc | Scheduler::Lblcr) => {
+            return Err(at.error(e.span().start, key("lblc_expire"), format!("only lblc and lblcr keep a cache to expire (the scheduler is {scheduler})")));
         }
+        e => at.ranged(e.as_ref(), key("lblc_expire"), 1, i64::from(MAX_TIMEOUT), LBLC_DEFAULT_EXPIRATION_SECS as u32)?,
     };
     let default_forward = match &v.forward {
         None => Forward::Dr,
@@ -322,12 +487,116 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
                 .filter(|w| i64::from(*w) <= MAX_WEIGHT)
                 .ok_or_else(|| at.error(w.span().start, rkey("weight"), format!("{} is out of range 0..={MAX_WEIGHT}", w.get_ref())))?,
         };
+        let u_threshold = at.ranged(r.u_threshold.as_ref(), rkey("u_threshold"), 0, MAX_THRESHOLD, 0)?;
+        let l_threshold = at.ranged(r.l_threshold.as_ref(), rkey("l_threshold"), 0, MAX_THRESHOLD, 0)?;
+        if let Some(l) = r.l_threshold.as_ref().filter(|_| l_threshold != 0) {
+            if u_threshold == 0 {
+                return Err(at.error(l.span().start, rkey("l_threshold"), "a lower threshold needs an upper one: set u_threshold too"));
+            }
+            if l_threshold > u_threshold {
+                return Err(at.error(l.span().start, rkey("l_threshold"), format!("{l_threshold} is above u_threshold {u_threshold}")));
+            }
+        }
         if !seen.insert((raddr, rport)) {
             return Err(at.error(r.address.span().start, rkey("address"), format!("{raddr}:{rport} is listed twice in this service")));
         }
-        reals.push(Real { addr: raddr, port: rport, weight, forward });
+        reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold });
     }
-    Ok(Service { protocol, addr, port, scheduler, reals })
+    Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals })
+}
+
+/// `scheduler_flags`: each name must be one `scheduler` knows (ipvsadm -b).
+fn scheduler_flags(at: &Locator<'_>, key: &str, scheduler: Scheduler, flags: Option<&Spanned<Vec<String>>>) -> Result<u8, ConfigError> {
+    let Some(flags) = flags else { return Ok(0) };
+    let mut bits = 0;
+    let mut seen = HashSet::new();
+    for name in flags.get_ref() {
+        let bit = scheduler.flag_from_name(name).ok_or_else(|| {
+            let known = match scheduler {
+                Scheduler::Sh => "sh-fallback, sh-port, flag-1, flag-2 or flag-3",
+                Scheduler::Mh => "mh-fallback, mh-port, flag-1, flag-2 or flag-3",
+                _ => "flag-1, flag-2 or flag-3",
+            };
+            at.error(flags.span().start, key, format!("'{name}' is not a flag of the {scheduler} scheduler: use {known}"))
+        })?;
+        if !seen.insert(name) {
+            return Err(at.error(flags.span().start, key, format!("'{name}' is listed twice")));
+        }
+        bits |= bit;
+    }
+    Ok(bits)
+}
+
+/// `persistent` and `netmask`.
+fn persistence(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Option<Persistence>, ConfigError> {
+    let key = |k: &str| format!("virtual[{i}].{k}");
+    let timeout = match &v.persistent {
+        None => 0,
+        Some(p) => match p.get_ref() {
+            toml::Value::Boolean(true) => DEFAULT_PERSISTENT_TIMEOUT,
+            toml::Value::Boolean(false) => 0,
+            toml::Value::Integer(n) => u32::try_from(*n).ok().filter(|n| *n <= MAX_TIMEOUT).ok_or_else(|| {
+                at.error(p.span().start, key("persistent"), format!("{n} is out of range 0..={MAX_TIMEOUT} (seconds; 0 = not persistent)"))
+            })?,
+            other => {
+                return Err(at.error(p.span().start, key("persistent"), format!("{other} is not a timeout: write seconds, or true for {DEFAULT_PERSISTENT_TIMEOUT}")));
+            }
+        },
+    };
+    let netmask = match &v.netmask {
+        None => Ipv4Addr::BROADCAST,
+        Some(m) => {
+            let mask: Ipv4Addr = m.get_ref().parse().map_err(|_| {
+                at.error(m.span().start, key("netmask"), format!("'{}' is not a netmask: write it as an address, like 255.255.255.0", m.get_ref()))
+            })?;
+            let bits = u32::from(mask);
+            if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                return Err(at.error(m.span().start, key("netmask"), format!("{mask} is not a contiguous netmask")));
+            }
+            if timeout == 0 {
+                return Err(at.error(m.span().start, key("netmask"), "a netmask only applies to a persistent service: set persistent too"));
+            }
+            mask
+        }
+    };
+    Ok((timeout != 0).then_some(Persistence { timeout, netmask }))
+}
+
+/// Parses a virtual address: `ip:port`, or `network/prefix:port` for a
+/// range. A /32 range is the single address.
+fn parse_virtual(s: &str) -> Result<VirtualAddr, String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("'{s}' needs a port: write ADDRESS:PORT"));
+    };
+    let Some((net, len)) = host.split_once('/') else {
+        let (addr, port) = parse_endpoint(s, None)?;
+        return Ok(VirtualAddr::single(addr, port));
+    };
+    let prefix_len = len
+        .parse::<u8>()
+        .ok()
+        .filter(|l| (1..=32).contains(l))
+        .ok_or_else(|| format!("'/{len}' is not a prefix length (1..=32)"))?;
+    if prefix_len == 32 {
+        let (addr, port) = parse_endpoint(&format!("{net}:{port}"), None)?;
+        return Ok(VirtualAddr::single(addr, port));
+    }
+    let net = net.trim_start_matches('[').trim_end_matches(']');
+    let addr = match net.parse::<IpAddr>() {
+        Ok(IpAddr::V4(addr)) => addr,
+        Ok(IpAddr::V6(addr)) => return Err(format!("{addr} is IPv6, which this build does not forward yet")),
+        Err(_) => return Err(format!("'{net}' is not an IP address")),
+    };
+    let port = parse_port(port)?;
+    let network = Ipv4Addr::from(u32::from(addr) & u32::from(prefix_mask(prefix_len)));
+    if network != addr {
+        return Err(format!("{addr}/{prefix_len} has host bits set: the network is {network}/{prefix_len}"));
+    }
+    Ok(VirtualAddr { addr, prefix_len, port })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{p}' is not a port (1..=65535)"))
 }
 
 /// Parses `ip:port`, or a bare `ip` when `default_port` is given.
@@ -346,7 +615,7 @@ fn parse_endpoint(s: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16),
         return Err(format!("{ip} cannot be a service or real address"));
     }
     let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{p}' is not a port (1..=65535)"))?,
+        Some(p) => parse_port(p)?,
         None => default_port.unwrap_or_default(),
     };
     Ok((ip, port))
@@ -354,6 +623,8 @@ fn parse_endpoint(s: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16),
 
 #[cfg(test)]
 mod tests {
+    use lb_common::sched::{SVC_F_MH_PORT, SVC_F_SCHED3, SVC_F_SH_FALLBACK, SVC_F_SH_PORT};
+
     use super::*;
 
     const GOOD: &str = r#"
@@ -384,22 +655,31 @@ weight = 2
         GOOD.replacen(replace, by, 1)
     }
 
+    fn real(addr: [u8; 4], port: u16, weight: u32, forward: Forward) -> Real {
+        Real { addr: Ipv4Addr::from(addr), port, weight, forward, u_threshold: 0, l_threshold: 0 }
+    }
+
     #[test]
     fn the_issue_example_parses() {
         let c = parse("t.toml", GOOD).unwrap();
         assert_eq!(c.interfaces, ["veth-ext"]);
         assert_eq!(c.conn_table_size, DEFAULT_CONN_TABLE_SIZE);
+        assert_eq!(c.timeouts, Timeouts::default());
         let s = &c.services[0];
-        assert_eq!((s.protocol, s.addr, s.port), (Protocol::Tcp, Ipv4Addr::new(10, 100, 0, 100), 80));
-        assert_eq!(s.reals[1], Real { addr: Ipv4Addr::new(10, 0, 1, 12), port: 8080, weight: 2, forward: Forward::Nat });
+        assert_eq!((s.protocol, s.vip), (Protocol::Tcp, VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 100), 80)));
+        assert_eq!(s.scheduler, Scheduler::Rr);
+        assert_eq!((s.sched_flags, s.persistence, s.flags()), (0, None, 0));
+        assert_eq!(s.reals[1], real([10, 0, 1, 12], 8080, 2, Forward::Nat));
     }
 
     #[test]
     fn defaults_and_aliases() {
         let c = parse("t.toml", "[director]\ninterfaces=[\"e\"]\n[[virtual]]\naddress=\"10.1.1.1:53\"\nprotocol=\"udp\"\n[[virtual.real]]\naddress=\"10.2.2.2\"\n[[virtual.real]]\naddress=\"10.2.2.3\"\nforward=\"ipip\"\n").unwrap();
         let s = &c.services[0];
-        assert_eq!(s.scheduler, "rr");
-        assert_eq!(s.reals[0], Real { addr: Ipv4Addr::new(10, 2, 2, 2), port: 53, weight: 1, forward: Forward::Dr });
+        // ipvsadm's default scheduler.
+        assert_eq!(s.scheduler, Scheduler::Wlc);
+        assert_eq!(s.lblc_expire, 86_400);
+        assert_eq!(s.reals[0], real([10, 2, 2, 2], 53, 1, Forward::Dr));
         assert_eq!(s.reals[1].forward, Forward::Tun);
         for (alias, f) in [("masq", Forward::Nat), ("gate", Forward::Dr), ("ipip", Forward::Tun)] {
             let c = parse("t.toml", &with("forward = \"nat\"", &format!("forward = \"{alias}\""))
@@ -409,11 +689,86 @@ weight = 2
     }
 
     #[test]
+    fn every_scheduler_and_its_flags() {
+        for s in Scheduler::ALL {
+            let c = parse("t.toml", &with("scheduler = \"rr\"", &format!("scheduler = \"{s}\""))).unwrap();
+            assert_eq!(c.services[0].scheduler, s);
+        }
+        let sh = with("scheduler = \"rr\"", "scheduler = \"sh\"\nscheduler_flags = [\"sh-port\", \"sh-fallback\", \"flag-3\"]");
+        let s = &parse("t.toml", &sh).unwrap().services[0];
+        assert_eq!(s.sched_flags, SVC_F_SH_PORT | SVC_F_SH_FALLBACK | SVC_F_SCHED3);
+        assert_eq!(s.flags(), s.sched_flags);
+        let mh = with("scheduler = \"rr\"", "scheduler = \"mh\"\nscheduler_flags = [\"mh-port\"]");
+        assert_eq!(parse("t.toml", &mh).unwrap().services[0].sched_flags, SVC_F_MH_PORT);
+    }
+
+    #[test]
+    fn persistence_thresholds_and_timeouts() {
+        let text = with("scheduler = \"rr\"", "scheduler = \"rr\"\npersistent = 600\nnetmask = \"255.255.255.0\"")
+            .replace("weight = 2", "weight = 2\nu_threshold = 100\nl_threshold = 50")
+            .replace("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcp = 3600\ntimeout_udp = 10");
+        let c = parse("t.toml", &text).unwrap();
+        assert_eq!(c.timeouts, Timeouts { tcp: 3600, tcpfin: 120, udp: 10 });
+        let s = &c.services[0];
+        assert_eq!(s.persistence, Some(Persistence { timeout: 600, netmask: Ipv4Addr::new(255, 255, 255, 0) }));
+        assert_eq!(s.flags(), SVC_F_PERSISTENT);
+        assert_eq!((s.reals[1].u_threshold, s.reals[1].l_threshold), (100, 50));
+        assert_eq!((s.reals[0].u_threshold, s.reals[0].l_threshold), (0, 0));
+
+        let p = |value: &str| {
+            let text = with("scheduler = \"rr\"", &format!("scheduler = \"rr\"\npersistent = {value}"));
+            parse("t.toml", &text).unwrap().services[0].persistence
+        };
+        assert_eq!(p("true"), Some(Persistence { timeout: 360, netmask: Ipv4Addr::BROADCAST }));
+        assert_eq!(p("false"), None);
+        assert_eq!(p("0"), None);
+        assert_eq!(p("1").map(|p| p.timeout), Some(1));
+        // A netmask of 0.0.0.0 sends every client to one real.
+        let text = with("scheduler = \"rr\"", "persistent = 1\nnetmask = \"0.0.0.0\"");
+        assert_eq!(parse("t.toml", &text).unwrap().services[0].persistence.unwrap().netmask, Ipv4Addr::UNSPECIFIED);
+
+        let lblc = with("scheduler = \"rr\"", "scheduler = \"lblcr\"\nlblc_expire = 60");
+        assert_eq!(parse("t.toml", &lblc).unwrap().services[0].lblc_expire, 60);
+    }
+
+    #[test]
+    fn range_services() {
+        let c = parse("t.toml", &with("10.100.0.100:80", "10.50.0.0/16:80")).unwrap();
+        let vip = c.services[0].vip;
+        assert_eq!(vip, VirtualAddr { addr: Ipv4Addr::new(10, 50, 0, 0), prefix_len: 16, port: 80 });
+        assert!(vip.is_range());
+        assert_eq!(vip.mask(), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(vip.to_string(), "10.50.0.0/16:80");
+        assert_eq!("10.50.0.0/16:80".parse::<VirtualAddr>(), Ok(vip));
+        assert_eq!(serde_json::to_string(&vip).unwrap(), "\"10.50.0.0/16:80\"");
+        // /32 is the single address.
+        let single = parse("t.toml", &with("10.100.0.100:80", "10.100.0.100/32:80")).unwrap().services[0].vip;
+        assert_eq!(single.to_string(), "10.100.0.100:80");
+        assert!(!single.is_range());
+        // Nested ranges on one port are fine: the longest prefix wins.
+        let nested = format!("{}\n[[virtual]]\naddress = \"10.50.1.0/24:80\"\n[[virtual]]\naddress = \"10.50.1.7:80\"\n", with("10.100.0.100:80", "10.50.0.0/16:80"));
+        assert_eq!(parse("t.toml", &nested).unwrap().services.len(), 3);
+        assert_eq!(prefix_mask(1), Ipv4Addr::new(128, 0, 0, 0));
+        assert_eq!(prefix_mask(0), Ipv4Addr::UNSPECIFIED);
+    }
+
+    #[test]
     fn every_mistake_has_its_own_message_with_line_and_key() {
         let cases: &[(&str, &str, usize, &str, &str)] = &[
             ("protocol = \"tcp\"", "protocol = \"sctp\"", 7, "virtual[0].protocol", "'sctp' is not a protocol"),
-            ("scheduler = \"rr\"", "scheduler = \"fastest\"", 8, "virtual[0].scheduler", "'fastest' is not a scheduler"),
-            ("scheduler = \"rr\"", "scheduler = \"wlc\"", 8, "virtual[0].scheduler", "not available in this build yet"),
+            ("scheduler = \"rr\"", "scheduler = \"fastest\"", 8, "virtual[0].scheduler", "'fastest' is not a scheduler: use one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh"),
+            ("scheduler = \"rr\"", "scheduler = \"WLC\"", 8, "virtual[0].scheduler", "'WLC' is not a scheduler"),
+            ("scheduler = \"rr\"", "scheduler = \"rr\"\nscheduler_flags = [\"sh-port\"]", 9, "virtual[0].scheduler_flags", "'sh-port' is not a flag of the rr scheduler: use flag-1, flag-2 or flag-3"),
+            ("scheduler = \"rr\"", "scheduler = \"mh\"\nscheduler_flags = [\"sh-port\"]", 9, "virtual[0].scheduler_flags", "use mh-fallback, mh-port"),
+            ("scheduler = \"rr\"", "scheduler = \"sh\"\nscheduler_flags = [\"sh-port\", \"sh-port\"]", 9, "virtual[0].scheduler_flags", "'sh-port' is listed twice"),
+            ("scheduler = \"rr\"", "persistent = -1", 8, "virtual[0].persistent", "-1 is out of range 0..=2678400"),
+            ("scheduler = \"rr\"", "persistent = 2678401", 8, "virtual[0].persistent", "out of range"),
+            ("scheduler = \"rr\"", "persistent = \"yes\"", 8, "virtual[0].persistent", "is not a timeout: write seconds, or true for 360"),
+            ("scheduler = \"rr\"", "persistent = 60\nnetmask = \"255.255.255.300\"", 9, "virtual[0].netmask", "is not a netmask"),
+            ("scheduler = \"rr\"", "persistent = 60\nnetmask = \"255.0.255.0\"", 9, "virtual[0].netmask", "not a contiguous netmask"),
+            ("scheduler = \"rr\"", "netmask = \"255.255.255.0\"", 8, "virtual[0].netmask", "only applies to a persistent service"),
+            ("scheduler = \"rr\"", "scheduler = \"lblc\"\nlblc_expire = 0", 9, "virtual[0].lblc_expire", "0 is out of range 1..="),
+            ("scheduler = \"rr\"", "scheduler = \"rr\"\nlblc_expire = 60", 9, "virtual[0].lblc_expire", "only lblc and lblcr keep a cache to expire (the scheduler is rr)"),
             ("forward = \"nat\"", "forward = \"teleport\"", 9, "virtual[0].forward", "'teleport' is not a forwarding method"),
             ("forward = \"nat\"", "forward = \"dr\"", 12, "virtual[0].real[0].address", "only nat can map ports"),
             ("address = \"10.100.0.100:80\"", "address = \"10.100.0.100\"", 6, "virtual[0].address", "needs a port"),
@@ -422,13 +777,26 @@ weight = 2
             ("address = \"10.100.0.100:80\"", "address = \"10.100.0.100:70000\"", 6, "virtual[0].address", "not a port"),
             ("address = \"10.100.0.100:80\"", "address = \"[2001:db8::1]:80\"", 6, "virtual[0].address", "IPv6"),
             ("address = \"10.100.0.100:80\"", "address = \"0.0.0.0:80\"", 6, "virtual[0].address", "cannot be a service"),
+            ("address = \"10.100.0.100:80\"", "address = \"10.50.0.0/33:80\"", 6, "virtual[0].address", "'/33' is not a prefix length (1..=32)"),
+            ("address = \"10.100.0.100:80\"", "address = \"10.50.0.0/0:80\"", 6, "virtual[0].address", "'/0' is not a prefix length"),
+            ("address = \"10.100.0.100:80\"", "address = \"10.50.1.0/16:80\"", 6, "virtual[0].address", "10.50.1.0/16 has host bits set: the network is 10.50.0.0/16"),
+            ("address = \"10.100.0.100:80\"", "address = \"10.50.0.0/16\"", 6, "virtual[0].address", "needs a port"),
+            ("address = \"10.100.0.100:80\"", "address = \"10.50.0.x/16:80\"", 6, "virtual[0].address", "'10.50.0.x' is not an IP address"),
+            ("address = \"10.0.1.11:8080\"", "address = \"10.0.1.0/24:8080\"", 12, "virtual[0].real[0].address", "is not an IP address"),
             ("weight = 2", "weight = -1", 17, "virtual[0].real[1].weight", "out of range"),
             ("weight = 2", "weight = 70000", 17, "virtual[0].real[1].weight", "out of range"),
+            ("weight = 2", "weight = 2\nu_threshold = -5", 18, "virtual[0].real[1].u_threshold", "-5 is out of range 0..=2147483647"),
+            ("weight = 2", "weight = 2\nl_threshold = 3000000000", 18, "virtual[0].real[1].l_threshold", "out of range 0..=2147483647"),
+            ("weight = 2", "weight = 2\nl_threshold = 5", 18, "virtual[0].real[1].l_threshold", "a lower threshold needs an upper one"),
+            ("weight = 2", "weight = 2\nu_threshold = 10\nl_threshold = 11", 19, "virtual[0].real[1].l_threshold", "11 is above u_threshold 10"),
             ("address = \"10.0.1.12:8080\"", "address = \"10.0.1.11:8080\"", 16, "virtual[0].real[1].address", "listed twice"),
             ("interfaces = [\"veth-ext\"]", "interfaces = []", 3, "director.interfaces", "at least one"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"a\", \"a\"]", 3, "director.interfaces", "listed twice"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"a-name-that-is-far-too-long\"]", 3, "director.interfaces", "not a valid interface name"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nconn_table_size = 10", 4, "director.conn_table_size", "at least 1024"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcp = 0", 4, "director.timeout_tcp", "0 is out of range 1..=2678400"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcpfin = 2678401", 4, "director.timeout_tcpfin", "out of range 1..=2678400"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_udp = -1", 4, "director.timeout_udp", "out of range"),
             ("weight = 1", "weight = 1\nport = 3", 14, "toml", "unknown field `port`"),
             ("protocol = \"tcp\"", "protocol = tcp", 7, "toml", ""),
         ];
@@ -451,5 +819,36 @@ weight = 2
         // The same address as UDP is a different service.
         let udp = format!("{GOOD}\n[[virtual]]\naddress = \"10.100.0.100:80\"\nprotocol = \"udp\"\n");
         assert_eq!(parse("t.toml", &udp).unwrap().services.len(), 2);
+        // The same range twice is refused.
+        let ranges = format!("{GOOD}\n[[virtual]]\naddress = \"10.50.0.0/16:80\"\n[[virtual]]\naddress = \"10.50.0.0/16:80\"\n");
+        let e = err(&ranges);
+        assert_eq!((e.key.as_str(), e.line), ("virtual[2].address", 22));
+        assert!(e.message.contains("tcp 10.50.0.0/16:80 is defined twice"), "{e}");
+    }
+
+    #[test]
+    fn reals_are_limited_in_all() {
+        let mut text = String::from("[director]\ninterfaces = [\"e\"]\n");
+        let per_service = MAX_REALS_PER_SERVICE;
+        for i in 0..=(MAX_REALS as usize / per_service) {
+            text += &format!("[[virtual]]\naddress = \"10.1.0.{}:80\"\n", i + 1);
+            for j in 0..per_service {
+                text += &format!("[[virtual.real]]\naddress = \"10.2.{}.{}\"\n", j / 200, j % 200 + 1);
+            }
+        }
+        let e = err(&text);
+        assert_eq!(e.key, "virtual");
+        assert!(e.message.contains("8448 reals in all: at most 8192"), "{e}");
+    }
+
+    #[test]
+    fn maglev_services_are_limited() {
+        let mut text = String::from("[director]\ninterfaces = [\"e\"]\n");
+        for i in 0..=MAX_MAGLEV_SERVICES {
+            text += &format!("[[virtual]]\naddress = \"10.1.{}.{}:80\"\nscheduler = \"mh\"\n", i / 200, i % 200 + 1);
+        }
+        let e = err(&text);
+        assert_eq!(e.key, format!("virtual[{MAX_MAGLEV_SERVICES}].scheduler"));
+        assert!(e.message.contains("at most 256 services can use mh"), "{e}");
     }
 }

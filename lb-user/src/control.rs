@@ -1,6 +1,5 @@
 //! The control socket: one JSON request per line, one JSON response per
-//! line. `xlvs list` and, later, runtime edits talk to a running director
-//! through it.
+//! line. `xlvs list` and `xlvs set` talk to a running director through it.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -16,7 +15,10 @@ use tokio::{
     net::UnixListener,
 };
 
-use crate::view::Snapshot;
+use crate::{
+    timeouts::Timeouts,
+    view::{ConnView, Snapshot},
+};
 
 pub const DEFAULT_SOCKET: &str = "/run/xlvs/xlvs.sock";
 /// The longest request line accepted; anything longer is refused.
@@ -25,13 +27,23 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
+    /// Services, reals and counters (`xlvs list`).
     List,
+    /// Connection entries and persistence templates (`xlvs list -c`).
+    Connections,
+    /// The idle timeouts (`xlvs list --timeout`).
+    Timeout,
+    /// `xlvs set --timeout`, as `ipvsadm --set`: 0 leaves a value as it is.
+    SetTimeout { tcp: u32, tcpfin: u32, udp: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Snapshot(Snapshot),
+    Connections(Vec<ConnView>),
+    /// The timeouts in force (after a `SetTimeout`, the new ones).
+    Timeout(Timeouts),
     Error(String),
 }
 

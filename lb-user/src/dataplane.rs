@@ -6,16 +6,24 @@ use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AF_INET, Conn, ConnKey, MAP_CONNS, MAP_COUNTERS, MAP_DECAP_VIPS, MAP_REAL_STATS, MAP_REALS,
-    MAP_SCHED_STATE, MAP_SERVICE_REALS, MAP_SERVICES, PROG_DECAP, PROG_DIRECTOR, REAL_F_NEXTHOP,
-    Real, SchedState, Service, ServiceKey, ServiceReals, Stats, VipKey, counter, v4_addr,
+    AF_INET, AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
+    MAP_DECAP_VIPS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
+    MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
+    MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
+    ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry, v4_addr,
 };
 
 use crate::{config, nexthop::NextHop};
+
+pub mod conns;
+pub mod programs;
+pub mod tables;
+
+pub use conns::SharedCounters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,6 +37,10 @@ pub enum Error {
     Map { name: &'static str, source: MapError },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error("map {name} is not an array")]
+    NotArray { name: &'static str },
+    #[error("map {name}")]
+    Counters { name: &'static str, source: conns::Error },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
@@ -46,11 +58,21 @@ pub struct Installed {
 
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// Held only to keep the scheduler table filled (see
+    /// `programs::load_director`).
+    _schedulers: aya::maps::ProgramArray<MapData>,
     services: HashMap<MapData, ServiceKey, Service>,
+    service_ranges: LpmTrie<MapData, RangeData, Service>,
     service_reals: Array<MapData, ServiceReals>,
     reals: Array<MapData, Real>,
     sched_state: Array<MapData, SchedState>,
+    buckets: Array<MapData, Buckets>,
+    maglev: HashMap<MapData, u32, MaglevTable>,
+    lblc: HashMap<MapData, AddrKey, LblcEntry>,
+    lblcr: HashMap<MapData, AddrKey, LblcrEntry>,
+    templates: HashMap<MapData, AddrKey, Template>,
     conns: HashMap<MapData, ConnKey, Conn>,
+    real_conns: SharedCounters,
     real_stats: PerCpuArray<MapData, Stats>,
     counters: PerCpuArray<MapData, u64>,
     conn_table_size: u32,
@@ -59,6 +81,15 @@ pub struct Dataplane {
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error> {
     let map = ebpf.take_map(name).ok_or(Error::Missing(name))?;
     T::try_from(map).map_err(map_err(name))
+}
+
+/// `REAL_CONNS`, mapped into this process.
+fn take_counters(ebpf: &mut Ebpf) -> Result<SharedCounters, Error> {
+    let name = MAP_REAL_CONNS;
+    match ebpf.take_map(name).ok_or(Error::Missing(name))? {
+        Map::Array(data) => SharedCounters::open(data).map_err(|source| Error::Counters { name, source }),
+        _ => Err(Error::NotArray { name }),
+    }
 }
 
 impl Dataplane {
@@ -70,13 +101,21 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_CONNS, conn_table_size)
             .load(crate::ebpf_object())?;
-        load_program(&mut ebpf, PROG_DIRECTOR)?;
+        let schedulers = programs::load_director(&mut ebpf)?;
         Ok(Self {
+            _schedulers: schedulers,
             services: take(&mut ebpf, MAP_SERVICES)?,
+            service_ranges: take(&mut ebpf, MAP_SERVICE_RANGES)?,
             service_reals: take(&mut ebpf, MAP_SERVICE_REALS)?,
             reals: take(&mut ebpf, MAP_REALS)?,
             sched_state: take(&mut ebpf, MAP_SCHED_STATE)?,
+            buckets: take(&mut ebpf, MAP_BUCKETS)?,
+            maglev: take(&mut ebpf, MAP_MAGLEV)?,
+            lblc: take(&mut ebpf, MAP_LBLC)?,
+            lblcr: take(&mut ebpf, MAP_LBLCR)?,
+            templates: take(&mut ebpf, MAP_TEMPLATES)?,
             conns: take(&mut ebpf, MAP_CONNS)?,
+            real_conns: take_counters(&mut ebpf)?,
             real_stats: take(&mut ebpf, MAP_REAL_STATS)?,
             counters: take(&mut ebpf, MAP_COUNTERS)?,
             ebpf,
@@ -98,8 +137,11 @@ impl Dataplane {
         attach(&mut self.ebpf, PROG_DIRECTOR, interface)
     }
 
-    /// Writes every service and real of `config` into the maps. `nexthop`
-    /// gives the resolved next hop of a real's address, if known.
+    /// Writes every service and real of `config` into the maps: the reals,
+    /// each service's real list in scan order, its scheduler state and
+    /// tables, and the service itself last, so that the data plane never
+    /// finds a service whose reals are not there yet. `nexthop` gives the
+    /// resolved next hop of a real's address, if known.
     ///
     /// # Errors
     /// When a map write fails.
@@ -112,7 +154,7 @@ impl Dataplane {
         let mut next_real = 0u32;
         for (id, service) in (0u32..).zip(&config.services) {
             let real_ids: Vec<u32> = (next_real..).take(service.reals.len()).collect();
-            next_real += service.reals.len() as u32;
+            next_real += real_ids.len() as u32;
             for (real, &real_id) in service.reals.iter().zip(&real_ids) {
                 self.reals
                     .set(real_id, real_entry(real, id, nexthop.get(&real.addr)), 0)
@@ -125,15 +167,21 @@ impl Dataplane {
                 *slot = *id;
             }
             self.service_reals.set(id, list, 0).map_err(map_err(MAP_SERVICE_REALS))?;
-            self.sched_state.set(id, SchedState::default(), 0).map_err(map_err(MAP_SCHED_STATE))?;
-            let value = Service {
-                id,
-                nreals: real_ids.len() as u32,
-                scheduler: lb_common::SCHED_RR,
-                flags: 0,
-                _pad: [0; 2],
-            };
-            self.services.insert(service_key(service), value, 0).map_err(map_err(MAP_SERVICES))?;
+            let sched = tables::sched_tables(service);
+            self.sched_state.set(id, sched.state, 0).map_err(map_err(MAP_SCHED_STATE))?;
+            if let Some(buckets) = sched.buckets {
+                self.buckets.set(id, buckets, 0).map_err(map_err(MAP_BUCKETS))?;
+            }
+            if let Some(table) = sched.maglev {
+                self.maglev.insert(id, table.as_ref(), 0).map_err(map_err(MAP_MAGLEV))?;
+            }
+            let value = tables::service_value(service, id);
+            if service.vip.is_range() {
+                self.service_ranges
+                    .insert(&tables::range_key(service), value, 0).map_err(map_err(MAP_SERVICE_RANGES))?;
+            } else {
+                self.services.insert(tables::service_key(service), value, 0).map_err(map_err(MAP_SERVICES))?;
+            }
             installed.push(Installed { service: service.clone(), id, real_ids });
         }
         Ok(installed)
@@ -184,9 +232,10 @@ impl Dataplane {
         self.conns.iter().filter_map(Result::ok).collect()
     }
 
-    /// Removes a connection entry; a missing one is not an error.
-    pub fn remove_connection(&mut self, key: &ConnKey) {
-        let _ = self.conns.remove(key);
+    /// Removes a connection entry. Returns whether this call removed it (a
+    /// missing entry is not an error, but nothing to uncount either).
+    pub fn remove_connection(&mut self, key: &ConnKey) -> bool {
+        self.conns.remove(key).is_ok()
     }
 
     /// Looks a connection up.
@@ -194,14 +243,50 @@ impl Dataplane {
     pub fn connection(&self, key: &ConnKey) -> Option<Conn> {
         self.conns.get(key, 0).ok()
     }
-}
 
-fn service_key(service: &config::Service) -> ServiceKey {
-    ServiceKey {
-        addr: v4_addr(service.addr.octets()),
-        port: service.port.to_be(),
-        proto: service.protocol.number(),
-        family: AF_INET,
+    /// A real's connection counts and OVERLOAD flag.
+    #[must_use]
+    pub fn real_conns(&self, real_id: u32) -> RealConns {
+        self.real_conns.get(real_id)
+    }
+
+    /// The counters shared with the data plane, for uncounting.
+    #[must_use]
+    pub const fn shared_counters(&self) -> &SharedCounters {
+        &self.real_conns
+    }
+
+    /// All persistence templates.
+    #[must_use]
+    pub fn templates(&self) -> Vec<(AddrKey, Template)> {
+        self.templates.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Removes a template; returns whether this call removed it.
+    pub fn remove_template(&mut self, key: &AddrKey) -> bool {
+        self.templates.remove(key).is_ok()
+    }
+
+    /// The lblc cache entries with their last use.
+    #[must_use]
+    pub fn lblc_entries(&self) -> Vec<(AddrKey, u64)> {
+        self.lblc.iter().filter_map(Result::ok).map(|(k, e)| (k, e.lastuse)).collect()
+    }
+
+    /// The lblcr cache entries with their last use.
+    #[must_use]
+    pub fn lblcr_entries(&self) -> Vec<(AddrKey, u64)> {
+        self.lblcr.iter().filter_map(Result::ok).map(|(k, e)| (k, e.lastuse)).collect()
+    }
+
+    /// Removes an lblc cache entry.
+    pub fn remove_lblc(&mut self, key: &AddrKey) -> bool {
+        self.lblc.remove(key).is_ok()
+    }
+
+    /// Removes an lblcr cache entry.
+    pub fn remove_lblcr(&mut self, key: &AddrKey) -> bool {
+        self.lblcr.remove(key).is_ok()
     }
 }
 
@@ -213,6 +298,8 @@ fn real_entry(real: &config::Real, service: u32, hop: Option<&NextHop>) -> Real 
         family: AF_INET,
         weight: real.weight,
         service,
+        u_threshold: real.u_threshold,
+        l_threshold: real.l_threshold,
         ..Real::default()
     };
     apply_nexthop(&mut entry, hop);

@@ -4,23 +4,24 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use lb_common::{CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, tcp_state};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{self, Config},
     control::{self, Request, Response},
     dataplane::{Dataplane, Installed},
+    listing,
     nexthop::{NextHop, Resolver},
-    view::{RealView, ServiceView, Snapshot, StatsView},
+    sweep::{self, Rules},
+    timeouts::{MAX_TIMEOUT, Timeouts},
 };
 
 /// How often idle connections are expired.
@@ -33,7 +34,11 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 struct Director {
     dataplane: Dataplane,
     installed: Vec<Installed>,
+    /// The sweeper's view of `installed`.
+    rules: Rules,
     hops: HashMap<Ipv4Addr, NextHop>,
+    /// The idle timeouts in force; `xlvs set --timeout` changes them.
+    timeouts: Timeouts,
 }
 
 /// Runs a director until SIGINT or SIGTERM.
@@ -67,15 +72,12 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
         warn!(real = %addr, "next hop not resolved yet; will retry");
     }
 
-    let director = Arc::new(Mutex::new(Director { dataplane, installed, hops }));
+    let rules = Rules::new(&installed);
+    let timeouts = config.timeouts;
+    let director = Arc::new(Mutex::new(Director { dataplane, installed, rules, hops, timeouts }));
     let handler = {
         let director = director.clone();
-        Arc::new(move |request: Request| match request {
-            Request::List => match snapshot(&director.lock().expect("director lock")) {
-                Ok(s) => Response::Snapshot(s),
-                Err(e) => Response::Error(format!("{e:#}")),
-            },
-        })
+        Arc::new(move |request: Request| handle(&mut director.lock().expect("director lock"), request))
     };
     let control = tokio::spawn(server.serve(handler));
     let sweeper = tokio::spawn(sweep_forever(director.clone()));
@@ -162,6 +164,28 @@ async fn refresh_nexthops(director: Arc<Mutex<Director>>, resolver: Resolver, co
     }
 }
 
+/// Answers one control request.
+fn handle(d: &mut Director, request: Request) -> Response {
+    match request {
+        Request::List => match listing::snapshot(&d.dataplane, &d.installed) {
+            Ok(s) => Response::Snapshot(s),
+            Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
+        },
+        Request::Connections => {
+            Response::Connections(listing::connections(&d.dataplane, &d.installed, &d.timeouts, monotonic_ns()))
+        }
+        Request::Timeout => Response::Timeout(d.timeouts),
+        Request::SetTimeout { tcp, tcpfin, udp } => {
+            if [tcp, tcpfin, udp].iter().any(|t| *t > MAX_TIMEOUT) {
+                return Response::Error(format!("a timeout is at most {MAX_TIMEOUT} seconds"));
+            }
+            d.timeouts = d.timeouts.updated(tcp, tcpfin, udp);
+            info!(tcp = d.timeouts.tcp, tcpfin = d.timeouts.tcpfin, udp = d.timeouts.udp, "timeouts set");
+            Response::Timeout(d.timeouts)
+        }
+    }
+}
+
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -170,100 +194,14 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// How long a client entry lives when idle, as IPVS's timeout tables say.
-fn timeout_ns(key: &ConnKey, conn: &Conn) -> u64 {
-    let secs = if key.proto == IPPROTO_TCP {
-        tcp_state::DEFAULT_TIMEOUTS.get(conn.state as usize).copied().unwrap_or(2)
-    } else {
-        tcp_state::DEFAULT_UDP_TIMEOUT
-    };
-    u64::from(secs) * 1_000_000_000
-}
-
-fn expired(key: &ConnKey, conn: &Conn, now: u64) -> bool {
-    now.saturating_sub(conn.last_seen_ns) > timeout_ns(key, conn)
-}
-
-/// The client entry that a NAT reply entry belongs to.
-fn client_key(reply_key: &ConnKey, reply: &Conn) -> ConnKey {
-    ConnKey {
-        saddr: reply_key.daddr,
-        daddr: reply.vaddr,
-        sport: reply_key.dport,
-        dport: reply.vport,
-        proto: reply_key.proto,
-        family: reply_key.family,
-        _pad: [0; 2],
-    }
-}
-
 async fn sweep_forever(director: Arc<Mutex<Director>>) {
     loop {
         tokio::time::sleep(SWEEP_INTERVAL).await;
-        sweep(&mut director.lock().expect("director lock").dataplane);
-    }
-}
-
-/// Expires idle client entries, then the reply entries left without one.
-fn sweep(dataplane: &mut Dataplane) {
-    let now = monotonic_ns();
-    let entries = dataplane.connections();
-    for (key, conn) in &entries {
-        if conn.flags & CONN_F_REPLY == 0 && expired(key, conn, now) {
-            dataplane.remove_connection(key);
+        let mut guard = director.lock().expect("director lock");
+        let d = &mut *guard;
+        let swept = sweep::sweep(&mut d.dataplane, &d.rules, &d.timeouts, monotonic_ns());
+        if swept != sweep::Swept::default() {
+            debug!(?swept, "expired");
         }
     }
-    for (key, conn) in &entries {
-        if conn.flags & CONN_F_REPLY != 0 && dataplane.connection(&client_key(key, conn)).is_none() {
-            dataplane.remove_connection(key);
-        }
-    }
-}
-
-fn snapshot(d: &Director) -> anyhow::Result<Snapshot> {
-    let now = monotonic_ns();
-    // Active and inactive counts, per real id, from the live client entries.
-    let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
-    for (key, conn) in d.dataplane.connections() {
-        if conn.flags & CONN_F_REPLY != 0 || expired(&key, &conn, now) {
-            continue;
-        }
-        let entry = counts.entry(conn.real).or_default();
-        if key.proto == IPPROTO_TCP && tcp_state::is_active(conn.state) {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
-        }
-    }
-    let mut services = Vec::new();
-    for s in &d.installed {
-        let mut reals = Vec::new();
-        for (real, id) in s.service.reals.iter().zip(&s.real_ids) {
-            let st = d.dataplane.real_stats(*id)?;
-            let (active, inactive) = counts.get(id).copied().unwrap_or_default();
-            reals.push(RealView {
-                address: SocketAddrV4::new(real.addr, real.port),
-                forward: real.forward.to_string(),
-                weight: real.weight,
-                active,
-                inactive,
-                stats: StatsView {
-                    conns: st.conns,
-                    inpkts: st.inpkts,
-                    outpkts: st.outpkts,
-                    inbytes: st.inbytes,
-                    outbytes: st.outbytes,
-                },
-            });
-        }
-        services.push(ServiceView {
-            protocol: s.service.protocol.to_string(),
-            address: SocketAddrV4::new(s.service.addr, s.service.port),
-            scheduler: s.service.scheduler.clone(),
-            stats: reals.iter().fold(StatsView::default(), |a, r| a + r.stats),
-            reals,
-        });
-    }
-    let counters = d.dataplane.counters()?.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
-    Ok(Snapshot { conn_table_size: d.dataplane.conn_table_size(), services, counters })
 }

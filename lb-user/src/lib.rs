@@ -6,7 +6,10 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod director;
+pub mod listing;
 pub mod nexthop;
+pub mod sweep;
+pub mod timeouts;
 pub mod view;
 
 /// The XDP programs, built from `lb-ebpf` by build.rs and embedded so that

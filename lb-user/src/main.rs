@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use lb_user::{
     control::{self, DEFAULT_SOCKET, Request, Response},
     dataplane::Decap,
+    timeouts::MAX_TIMEOUT,
     view::{self, Layout},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,14 +38,37 @@ enum Command {
         #[arg(short = 'n', long)]
         numeric: bool,
         /// Connection, packet and byte counters.
-        #[arg(long)]
+        #[arg(long, group = "view")]
         stats: bool,
+        /// Upper and lower connection thresholds of the reals.
+        #[arg(long, group = "view")]
+        thresholds: bool,
+        /// Persistence templates per real (PersistConn).
+        #[arg(long = "persistent-conn", group = "view")]
+        persistent_conn: bool,
+        /// The connection entries and persistence templates (`ipvsadm -L -c`).
+        #[arg(short = 'c', long = "connection", group = "view")]
+        connection: bool,
+        /// The tcp, tcpfin and udp idle timeouts.
+        #[arg(long, group = "view")]
+        timeout: bool,
         /// Exact numbers, without K/M/G suffixes.
         #[arg(long)]
         exact: bool,
         /// JSON instead of the ipvsadm layout.
         #[arg(long)]
         json: bool,
+        /// The control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Change a running director's settings, as `ipvsadm --set`.
+    Set {
+        /// The idle timeouts of TCP ESTABLISHED, TCP FIN_WAIT and UDP, in
+        /// seconds; 0 leaves one unchanged.
+        #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"], required = true,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_TIMEOUT)))]
+        timeout: Vec<u32>,
         /// The control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -73,7 +97,23 @@ fn main() -> std::process::ExitCode {
         Command::Run { config, socket } => {
             runtime().and_then(|rt| rt.block_on(lb_user::director::run(&config, &socket)))
         }
-        Command::List { numeric: _, stats, exact, json, socket } => list(&socket, stats, exact, json),
+        Command::List { numeric: _, stats, thresholds, persistent_conn, connection, timeout, exact, json, socket } => {
+            let what = if connection {
+                What::Connections
+            } else if timeout {
+                What::Timeout
+            } else if stats {
+                What::Services(Layout::Stats { exact })
+            } else if thresholds {
+                What::Services(Layout::Thresholds)
+            } else if persistent_conn {
+                What::Services(Layout::PersistentConn)
+            } else {
+                What::Services(Layout::Default)
+            };
+            list(&socket, what, json)
+        }
+        Command::Set { timeout, socket } => set_timeout(&socket, &timeout),
         Command::Decap { interface, vip } => runtime().and_then(|rt| rt.block_on(decap(&interface, &vip))),
     };
     match result {
@@ -91,18 +131,49 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")
 }
 
-fn list(socket: &std::path::Path, stats: bool, exact: bool, json: bool) -> anyhow::Result<()> {
-    let snapshot = match control::request(socket, &Request::List)? {
-        Response::Snapshot(s) => s,
+/// What `xlvs list` shows.
+enum What {
+    Services(Layout),
+    Connections,
+    Timeout,
+}
+
+fn ask(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
+    match control::request(socket, request)? {
         Response::Error(e) => bail!("the director says: {e}"),
+        response => Ok(response),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn list(socket: &std::path::Path, what: What, json: bool) -> anyhow::Result<()> {
+    let request = match what {
+        What::Services(_) => Request::List,
+        What::Connections => Request::Connections,
+        What::Timeout => Request::Timeout,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
-    } else {
-        let layout = if stats { Layout::Stats { exact } } else { Layout::Default };
-        print!("{}", view::render(&snapshot, layout));
+    match (ask(socket, &request)?, what) {
+        (Response::Snapshot(s), _) if json => print_json(&s)?,
+        (Response::Snapshot(s), What::Services(layout)) => print!("{}", view::render(&s, layout)),
+        (Response::Connections(c), _) if json => print_json(&serde_json::json!({ "connections": c }))?,
+        (Response::Connections(c), _) => print!("{}", view::render_connections(&c)),
+        (Response::Timeout(t), _) if json => print_json(&t)?,
+        (Response::Timeout(t), _) => print!("{}", view::render_timeout(&t)),
+        (other, _) => bail!("unexpected answer from the director: {other:?}"),
     }
     Ok(())
+}
+
+fn set_timeout(socket: &std::path::Path, timeout: &[u32]) -> anyhow::Result<()> {
+    let &[tcp, tcpfin, udp] = timeout else { bail!("--timeout takes three values: TCP TCPFIN UDP") };
+    match ask(socket, &Request::SetTimeout { tcp, tcpfin, udp })? {
+        Response::Timeout(_) => Ok(()),
+        other => bail!("unexpected answer from the director: {other:?}"),
+    }
 }
 
 async fn decap(interface: &str, vips: &[Ipv4Addr]) -> anyhow::Result<()> {

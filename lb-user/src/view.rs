@@ -2,9 +2,16 @@
 //! rendering in `ipvsadm -L -n` layouts (ipvsadm 1.31), so that scripts which
 //! parse ipvsadm keep working.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddrV4};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+};
 
+use lb_common::sched::{SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3, Scheduler};
 use serde::{Deserialize, Serialize};
+
+use crate::{config::VirtualAddr, timeouts::Timeouts};
 
 /// The state of a director, as the control socket returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +26,18 @@ pub struct Snapshot {
 pub struct ServiceView {
     /// "tcp" or "udp".
     pub protocol: String,
-    pub address: SocketAddrV4,
+    /// `10.0.0.1:80`, or `10.50.0.0/16:80` for a range service.
+    pub address: VirtualAddr,
     pub scheduler: String,
+    /// The scheduler flags by the names ipvsadm prints (`sh-port`, ...).
+    #[serde(default)]
+    pub scheduler_flags: Vec<String>,
+    /// The persistence timeout in seconds; absent when not persistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<u32>,
+    /// The persistence netmask; absent when not persistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<Ipv4Addr>,
     pub reals: Vec<RealView>,
     /// The sum over the service's reals.
     pub stats: StatsView,
@@ -32,9 +49,59 @@ pub struct RealView {
     /// "nat", "dr" or "tun".
     pub forward: String,
     pub weight: u32,
+    /// ActiveConn.
     pub active: u64,
+    /// InActConn.
     pub inactive: u64,
+    /// PersistConn: the persistence templates that name this real.
+    #[serde(default)]
+    pub persistent_conns: u64,
+    #[serde(default)]
+    pub u_threshold: u32,
+    #[serde(default)]
+    pub l_threshold: u32,
+    /// Over its upper threshold: no new connections until it drains.
+    #[serde(default)]
+    pub overloaded: bool,
     pub stats: StatsView,
+}
+
+/// One row of `xlvs list -c`: a connection, or a persistence template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnView {
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// Seconds until it expires if it stays idle.
+    pub expire: u64,
+    /// The TCP state (`ESTABLISHED`, ...), `UDP` for UDP, and for a
+    /// template `NONE` (TCP) or `UDP`, as IPVS names them.
+    pub state: String,
+    /// The client; for a template, the client network with port 0.
+    pub source: SocketAddrV4,
+    /// The VIP the client addressed; for a template, the service.
+    #[serde(rename = "virtual")]
+    pub vip: VirtualAddr,
+    pub destination: SocketAddrV4,
+    /// A persistence template rather than a connection.
+    #[serde(default)]
+    pub template: bool,
+}
+
+/// The scheduler flags of a service as ipvsadm 1.31's
+/// `print_sched_flags()` names them: sh's and mh's own names for flags 1
+/// and 2, `flag-N` otherwise.
+#[must_use]
+pub fn sched_flag_names(scheduler: Scheduler, flags: u8) -> Vec<String> {
+    let (one, two) = match scheduler {
+        Scheduler::Sh => ("sh-fallback", "sh-port"),
+        Scheduler::Mh => ("mh-fallback", "mh-port"),
+        _ => ("flag-1", "flag-2"),
+    };
+    [(SVC_F_SCHED1, one), (SVC_F_SCHED2, two), (SVC_F_SCHED3, "flag-3")]
+        .into_iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| name.to_owned())
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +133,10 @@ pub enum Layout {
     Default,
     /// Conns, InPkts, OutPkts, InBytes, OutBytes.
     Stats { exact: bool },
+    /// Uthreshold, Lthreshold, ActiveConn, InActConn.
+    Thresholds,
+    /// Weight, PersistConn, ActiveConn, InActConn.
+    PersistentConn,
 }
 
 fn forward_label(forward: &str) -> &'static str {
@@ -116,100 +187,191 @@ fn stats_columns(out: &mut String, s: &StatsView, exact: bool) {
 pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", snapshot.conn_table_size);
-    match layout {
+    out.push_str(match layout {
         Layout::Default => {
-            out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
-            out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
         }
         Layout::Stats { .. } => {
-            out.push_str("Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n");
-            out.push_str("  -> RemoteAddress:Port\n");
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n"
         }
-    }
+        Layout::Thresholds => {
+            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn\n  -> RemoteAddress:Port\n"
+        }
+        Layout::PersistentConn => {
+            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn\n  -> RemoteAddress:Port\n"
+        }
+    });
     let mut services: Vec<&ServiceView> = snapshot.services.iter().collect();
-    services.sort_by_key(|s| (protocol_label(&s.protocol), *s.address.ip(), s.address.port()));
+    services.sort_by_key(|s| (protocol_label(&s.protocol), s.address.addr, s.address.port, s.address.prefix_len));
     for service in services {
         let name = format!("{:<4} {}", protocol_label(&service.protocol), service.address);
         match layout {
-            Layout::Default => {
-                let _ = writeln!(out, "{name} {}", service.scheduler);
-            }
             Layout::Stats { exact } => {
                 let _ = write!(out, "{name:<33}");
                 stats_columns(&mut out, &service.stats, exact);
+                out.push('\n');
+            }
+            // Every other layout prints the service as the default one does.
+            _ => {
+                out.push_str(&name);
+                service_flags(&mut out, service);
                 out.push('\n');
             }
         }
         let mut reals: Vec<&RealView> = service.reals.iter().collect();
         reals.sort_by_key(|r| (*r.address.ip(), r.address.port()));
         for real in reals {
-            match layout {
-                Layout::Default => {
-                    let _ = writeln!(
-                        out,
-                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                        real.address.to_string(),
-                        forward_label(&real.forward),
-                        real.weight,
-                        real.active,
-                        real.inactive
-                    );
-                }
+            let address = real.address.to_string();
+            let _ = match layout {
+                Layout::Default => writeln!(
+                    out,
+                    "  -> {address:<28} {:<7} {:<6} {:<10} {:<10}",
+                    forward_label(&real.forward),
+                    real.weight,
+                    real.active,
+                    real.inactive
+                ),
                 Layout::Stats { exact } => {
-                    let _ = write!(out, "  -> {:<28}", real.address.to_string());
+                    let _ = write!(out, "  -> {address:<28}");
                     stats_columns(&mut out, &real.stats, exact);
-                    out.push('\n');
+                    writeln!(out)
                 }
-            }
+                Layout::Thresholds => writeln!(
+                    out,
+                    "  -> {address:<28} {:<10} {:<10} {:<10} {:<10}",
+                    real.u_threshold, real.l_threshold, real.active, real.inactive
+                ),
+                Layout::PersistentConn => writeln!(
+                    out,
+                    "  -> {address:<28} {:<9} {:<11} {:<10} {:<10}",
+                    real.weight, real.persistent_conns, real.active, real.inactive
+                ),
+            };
         }
     }
     out
+}
+
+/// What follows the address on a service line: the scheduler, its flags in
+/// parentheses, `persistent N` and `mask M` (only when not /32).
+fn service_flags(out: &mut String, service: &ServiceView) {
+    let _ = write!(out, " {}", service.scheduler);
+    if !service.scheduler_flags.is_empty() {
+        let _ = write!(out, " ({})", service.scheduler_flags.join(","));
+    }
+    if let Some(timeout) = service.persistent {
+        let _ = write!(out, " persistent {timeout}");
+        if let Some(mask) = service.netmask.filter(|m| *m != Ipv4Addr::BROADCAST) {
+            let _ = write!(out, " mask {mask}");
+        }
+    }
+}
+
+/// `ipvsadm -L -c -n`: connections and templates, sorted by protocol,
+/// virtual address, client and real.
+#[must_use]
+pub fn render_connections(conns: &[ConnView]) -> String {
+    let mut out = String::from("IPVS connection entries\n");
+    out.push_str("pro expire state       source             virtual            destination\n");
+    let mut rows: Vec<&ConnView> = conns.iter().collect();
+    rows.sort_by_key(|c| {
+        (protocol_label(&c.protocol), c.vip.addr, c.vip.port, c.vip.prefix_len, *c.source.ip(), c.source.port(), c.template)
+    });
+    for c in rows {
+        let expire = format!("{:02}:{:02}", c.expire / 60, c.expire % 60);
+        let _ = writeln!(
+            out,
+            "{:<3} {expire:<6} {:<11} {:<18} {:<18} {}",
+            protocol_label(&c.protocol),
+            c.state,
+            c.source.to_string(),
+            c.vip.to_string(),
+            c.destination
+        );
+    }
+    out
+}
+
+/// `ipvsadm -L --timeout`.
+#[must_use]
+pub fn render_timeout(t: &Timeouts) -> String {
+    format!("Timeout (tcp tcpfin udp): {} {} {}\n", t.tcp, t.tcpfin, t.udp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn snapshot() -> Snapshot {
-        let stats = |c: u64| StatsView { conns: c, inpkts: c * 6, outpkts: c * 5, inbytes: c * 400, outbytes: c * 600 };
-        let real = |a: &str, f: &str, w: u32, act: u64, ina: u64, c: u64| RealView {
+    fn real(a: &str, f: &str, w: u32, act: u64, ina: u64, c: u64) -> RealView {
+        RealView {
             address: a.parse().unwrap(),
             forward: f.into(),
             weight: w,
             active: act,
             inactive: ina,
+            persistent_conns: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+            overloaded: false,
             stats: stats(c),
-        };
+        }
+    }
+
+    fn stats(c: u64) -> StatsView {
+        StatsView { conns: c, inpkts: c * 6, outpkts: c * 5, inbytes: c * 400, outbytes: c * 600 }
+    }
+
+    fn service(protocol: &str, address: &str, scheduler: &str, reals: Vec<RealView>, conns: u64) -> ServiceView {
+        ServiceView {
+            protocol: protocol.into(),
+            address: address.parse().unwrap(),
+            scheduler: scheduler.into(),
+            scheduler_flags: Vec::new(),
+            persistent: None,
+            netmask: None,
+            reals,
+            stats: stats(conns),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
         Snapshot {
             conn_table_size: 4096,
             services: vec![
-                ServiceView {
-                    protocol: "udp".into(),
-                    address: "10.100.0.100:53".parse().unwrap(),
-                    scheduler: "rr".into(),
-                    reals: vec![real("10.0.1.11:53", "nat", 1, 0, 2, 2)],
-                    stats: stats(2),
-                },
-                ServiceView {
-                    protocol: "tcp".into(),
-                    address: "10.100.0.100:80".parse().unwrap(),
-                    scheduler: "rr".into(),
-                    reals: vec![
-                        real("10.0.1.12:8080", "nat", 2, 1, 0, 1),
-                        real("10.0.1.11:8080", "nat", 1, 0, 3, 3),
-                    ],
-                    stats: stats(4),
-                },
-                ServiceView {
-                    protocol: "tcp".into(),
-                    address: "10.100.0.9:80".parse().unwrap(),
-                    scheduler: "rr".into(),
-                    reals: vec![real("10.0.1.13:80", "dr", 1, 0, 0, 0), real("10.0.1.2:80", "tun", 0, 0, 0, 0)],
-                    stats: stats(0),
-                },
+                service("udp", "10.100.0.100:53", "rr", vec![real("10.0.1.11:53", "nat", 1, 0, 2, 2)], 2),
+                service(
+                    "tcp",
+                    "10.100.0.100:80",
+                    "rr",
+                    vec![real("10.0.1.12:8080", "nat", 2, 1, 0, 1), real("10.0.1.11:8080", "nat", 1, 0, 3, 3)],
+                    4,
+                ),
+                service(
+                    "tcp",
+                    "10.100.0.9:80",
+                    "rr",
+                    vec![real("10.0.1.13:80", "dr", 1, 0, 0, 0), real("10.0.1.2:80", "tun", 0, 0, 0, 0)],
+                    0,
+                ),
             ],
             counters: BTreeMap::new(),
         }
+    }
+
+    /// A snapshot with persistence, scheduler flags, a range and thresholds.
+    fn rich() -> Snapshot {
+        let mut wlc = service("tcp", "10.0.0.1:80", "wlc", vec![real("10.0.1.2:80", "dr", 1, 0, 0, 0)], 0);
+        wlc.persistent = Some(360);
+        wlc.netmask = Some(Ipv4Addr::BROADCAST);
+        let mut sh = service("tcp", "10.0.0.2:80", "sh", vec![real("10.0.1.2:80", "dr", 3, 5, 7, 0)], 0);
+        sh.scheduler_flags = sched_flag_names(Scheduler::Sh, SVC_F_SCHED1 | SVC_F_SCHED2);
+        sh.persistent = Some(600);
+        sh.netmask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        sh.reals[0].u_threshold = 10000;
+        sh.reals[0].l_threshold = 100;
+        sh.reals[0].persistent_conns = 4;
+        let range = service("tcp", "10.50.0.0/16:80", "dh", vec![real("10.0.1.3:80", "nat", 1, 0, 0, 0)], 0);
+        Snapshot { conn_table_size: 4096, services: vec![range, sh, wlc], counters: BTreeMap::new() }
     }
 
     #[test]
@@ -231,6 +393,33 @@ UDP  10.100.0.100:53 rr
     }
 
     #[test]
+    fn service_lines_carry_flags_persistence_mask_and_ranges() {
+        let text = render(&rich(), Layout::Default);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "TCP  10.0.0.1:80 wlc persistent 360");
+        assert_eq!(lines[5], "TCP  10.0.0.2:80 sh (sh-fallback,sh-port) persistent 600 mask 255.255.255.0");
+        assert_eq!(lines[7], "TCP  10.50.0.0/16:80 dh");
+        assert_eq!(sched_flag_names(Scheduler::Mh, SVC_F_SCHED2 | SVC_F_SCHED3), ["mh-port", "flag-3"]);
+        assert_eq!(sched_flag_names(Scheduler::Rr, SVC_F_SCHED1), ["flag-1"]);
+        assert!(sched_flag_names(Scheduler::Wlc, 0).is_empty());
+    }
+
+    #[test]
+    fn thresholds_and_persistent_conn_layouts_match_ipvsadm() {
+        let text = render(&rich(), Layout::Thresholds);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn");
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert_eq!(lines[5], "TCP  10.0.0.2:80 sh (sh-fallback,sh-port) persistent 600 mask 255.255.255.0");
+        assert_eq!(lines[6], "  -> 10.0.1.2:80                  10000      100        5          7         ");
+        let text = render(&rich(), Layout::PersistentConn);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn");
+        assert_eq!(lines[2], "  -> RemoteAddress:Port");
+        assert_eq!(lines[6], "  -> 10.0.1.2:80                  3         4           5          7         ");
+    }
+
+    #[test]
     fn stats_layout_matches_ipvsadm() {
         let text = render(&snapshot(), Layout::Stats { exact: false });
         let lines: Vec<&str> = text.lines().collect();
@@ -238,6 +427,55 @@ UDP  10.100.0.100:53 rr
         assert_eq!(lines[2], "  -> RemoteAddress:Port");
         assert_eq!(lines[6], "TCP  10.100.0.100:80                     4       24       20     1600     2400");
         assert_eq!(lines[7], "  -> 10.0.1.11:8080                      3       18       15     1200     1800");
+    }
+
+    #[test]
+    fn connections_layout_matches_ipvsadm() {
+        let conn = |proto: &str, expire, state: &str, src: &str, vip: &str, dst: &str, template| ConnView {
+            protocol: proto.into(),
+            expire,
+            state: state.into(),
+            source: src.parse().unwrap(),
+            vip: vip.parse().unwrap(),
+            destination: dst.parse().unwrap(),
+            template,
+        };
+        let rows = [
+            conn("udp", 299, "UDP", "10.1.0.2:5353", "10.100.0.100:53", "10.0.1.11:53", false),
+            conn("tcp", 899, "ESTABLISHED", "10.1.0.2:40001", "10.100.0.100:80", "10.0.1.12:8080", false),
+            conn("tcp", 360, "NONE", "10.1.0.0:0", "10.100.0.100:80", "10.0.1.12:8080", true),
+            conn("tcp", 5, "TIME_WAIT", "10.1.0.2:40000", "10.50.0.0/16:80", "10.0.1.11:80", false),
+        ];
+        let expected = "\
+IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 00:05  TIME_WAIT   10.1.0.2:40000     10.50.0.0/16:80    10.0.1.11:80
+TCP 06:00  NONE        10.1.0.0:0         10.100.0.100:80    10.0.1.12:8080
+TCP 14:59  ESTABLISHED 10.1.0.2:40001     10.100.0.100:80    10.0.1.12:8080
+UDP 04:59  UDP         10.1.0.2:5353      10.100.0.100:53    10.0.1.11:53
+";
+        assert_eq!(render_connections(&rows), expected);
+        let json = serde_json::to_value(&rows[3]).unwrap();
+        assert_eq!(json["virtual"], "10.50.0.0/16:80");
+        assert_eq!(json["source"], "10.1.0.2:40000");
+    }
+
+    #[test]
+    fn timeout_line_matches_ipvsadm() {
+        assert_eq!(render_timeout(&Timeouts::default()), "Timeout (tcp tcpfin udp): 900 120 300\n");
+    }
+
+    #[test]
+    fn json_keeps_addresses_as_strings_and_round_trips() {
+        let rich = rich();
+        let json = serde_json::to_value(&rich).unwrap();
+        assert_eq!(json["services"][0]["address"], "10.50.0.0/16:80");
+        assert_eq!(json["services"][1]["scheduler_flags"][1], "sh-port");
+        assert_eq!(json["services"][1]["netmask"], "255.255.255.0");
+        assert_eq!(json["services"][1]["reals"][0]["u_threshold"], 10000);
+        assert!(json["services"][0].get("persistent").is_none());
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, rich);
     }
 
     #[test]
