@@ -109,6 +109,13 @@ pub fn http_get(ns: &Netns, addr_s: &str) -> Result<String> {
 /// 30 s + 1 s per 10 requests and [`STOP`].
 pub fn distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     let a = addr(addr_s)?;
+    tally(ns, n, || connect(a).and_then(|mut s| request(&mut s, addr_s, true)))
+}
+
+/// Runs `one` up to `n` times inside `ns` and counts its answers, with
+/// failures under `!` keys; bounded by an overall deadline of 30 s + 1 s
+/// per 10 tries and by [`STOP`].
+fn tally(ns: &Netns, n: usize, one: impl Fn() -> Result<String> + Send + Sync) -> Result<BTreeMap<String, usize>> {
     ns.run_in(|| {
         let deadline =
             Instant::now() + Duration::from_secs(30) + Duration::from_millis(100 * n as u64);
@@ -122,7 +129,7 @@ pub fn distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<Strin
                 *counts.entry("!deadline".to_string()).or_default() += n - i;
                 break;
             }
-            let key = match connect(a).and_then(|mut s| request(&mut s, addr_s, true)) {
+            let key = match one() {
                 Ok(name) => name,
                 Err(e) => format!("!error: {:#}", e),
             };
@@ -167,29 +174,10 @@ fn query_on(s: &UdpSocket, a: SocketAddr) -> Result<String> {
 /// Same result convention and bounds as [`distribution`].
 pub fn udp_distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     let a = addr(addr_s)?;
-    ns.run_in(|| {
-        let deadline =
-            Instant::now() + Duration::from_secs(30) + Duration::from_millis(100 * n as u64);
-        let mut counts = BTreeMap::new();
-        for i in 0..n {
-            if stopped() {
-                *counts.entry("!stopped".to_string()).or_default() += n - i;
-                break;
-            }
-            if Instant::now() > deadline {
-                *counts.entry("!deadline".to_string()).or_default() += n - i;
-                break;
-            }
-            let key = match UdpSocket::bind("0.0.0.0:0")
-                .map_err(anyhow::Error::from)
-                .and_then(|s| query_on(&s, a))
-            {
-                Ok(name) => name,
-                Err(e) => format!("!error: {:#}", e),
-            };
-            *counts.entry(key).or_default() += 1;
-        }
-        counts
+    tally(ns, n, || {
+        UdpSocket::bind("0.0.0.0:0")
+            .map_err(anyhow::Error::from)
+            .and_then(|s| query_on(&s, a))
     })
 }
 
