@@ -6,22 +6,29 @@
 
 mod empty_prog;
 mod report;
+mod sched_flows;
 // The fixture harness: the benchmark sets up its maps and checks its output
 // exactly as the packet fixtures do.
 #[path = "../../tests/tests/support/mod.rs"]
 mod support;
 
 use std::{
+    cell::RefCell,
     path::{Path, PathBuf},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use lb_common::{IPPROTO_TCP, IPPROTO_UDP, PROG_DIRECTOR, Real};
+use lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP, MAX_REALS_PER_SERVICE, PROG_DECAP, PROG_DIRECTOR, PROG_SCHEDULERS,
+    Real, sched::Scheduler,
+};
 
 use crate::{
     empty_prog::EmptyProg,
-    report::{Figures, Machine, Report},
+    report::{Figures, Machine, Report, Verified},
+    sched_flows::SchedFlows,
     support::*,
 };
 
@@ -143,46 +150,6 @@ impl Case for Empty {
     }
 }
 
-/// A SYN of a new flow on every call, scheduled by rr over `reals` NAT reals.
-struct NewFlows {
-    lb: Lb,
-    reals: u64,
-    /// SYNs sent so far: numbers the next flow, and is rr's position.
-    sent: u64,
-    out: Vec<u8>,
-}
-
-/// The address of real number `i` of a large service.
-fn nth_real(i: u64) -> [u8; 4] {
-    [10, 1, (i >> 8) as u8, i as u8]
-}
-
-impl Case for NewFlows {
-    fn packet(&mut self) -> Duration {
-        // 50_000 ports per client address; flows never repeat in a process.
-        let block = self.sent / 50_000;
-        let client = [100, 64, (block >> 8) as u8, block as u8];
-        let sport = 10_000 + (self.sent % 50_000) as u16;
-        let syn = Pkt::tcp(sport, HTTP, SYN).from(client, sport);
-        let expected = nat_to(&syn, nth_real(self.sent % self.reals), REAL_HTTP).frame();
-        let (action, len, time) = self.lb.run_into(PROG_DIRECTOR, &syn.frame(), &mut self.out);
-        check(
-            "new connection",
-            (action, &self.out[..len]),
-            XDP_TX,
-            &expected,
-        );
-        self.sent += 1;
-        time
-    }
-
-    /// Two entries per NAT flow: empty the table so that no run fills it and
-    /// starts evicting.
-    fn reset(&mut self) {
-        self.lb.clear_conns();
-    }
-}
-
 /// A director with VIP:80/TCP served by `real`, and one flow already open
 /// from CLIENT:40000.
 fn director_with_flow(real: Real) -> Lb {
@@ -246,20 +213,6 @@ fn pass(what: &'static str) -> Steady {
     Steady::new(what, lb, &other, XDP_PASS, other.frame())
 }
 
-fn new_flows(reals: u64) -> NewFlows {
-    let mut lb = Lb::new();
-    let service = lb.add_service(VIP, HTTP, IPPROTO_TCP);
-    for i in 0..reals {
-        lb.add_real(service, nat_real(nth_real(i), REAL_HTTP));
-    }
-    NewFlows {
-        lb,
-        reals,
-        sent: 0,
-        out: vec![0; 256],
-    }
-}
-
 fn empty() -> Result<Empty> {
     let prog = EmptyProg::load().context("loading the empty XDP program (needs root)")?;
     let input = data().frame();
@@ -267,10 +220,10 @@ fn empty() -> Result<Empty> {
     Ok(Empty { prog, input, out })
 }
 
-/// Every benchmark, in table order: its name in results.json, and what the
-/// table calls it. The empty program comes first: the others' net figure
-/// subtracts its median.
-const CASES: [(&str, &str); 10] = [
+/// The established-path benchmarks, in table order: name in results.json,
+/// and what the table calls it. The empty program comes first: the others'
+/// net figure subtracts its median.
+const PATHS: [(&str, &str); 7] = [
     ("empty", "empty XDP program (baseline)"),
     ("nat", "NAT, established flow"),
     ("dr", "DR, established flow"),
@@ -278,12 +231,50 @@ const CASES: [(&str, &str); 10] = [
     ("nat_reply", "NAT reply (real → client)"),
     ("udp_nat", "UDP NAT, established flow"),
     ("pass", "not for a VIP (XDP_PASS)"),
-    ("syn_rr_8", "new connection (NAT SYN), rr over 8 reals"),
-    ("syn_rr_64", "new connection (NAT SYN), rr over 64 reals"),
-    ("syn_rr_256", "new connection (NAT SYN), rr over 256 reals"),
 ];
 
-fn build(name: &str, what: &'static str) -> Result<Box<dyn Case>> {
+/// Real counts of the new-connection benchmarks: a small service, a large
+/// one, and the most one service may have.
+const SYN_REALS: [u64; 3] = [8, 64, MAX_REALS_PER_SERVICE as u64];
+
+/// Every benchmark: the paths, then a new connection for each scheduler at
+/// each real count (`syn_<scheduler>_<reals>`).
+fn cases() -> Vec<(&'static str, &'static str)> {
+    let mut cases = PATHS.to_vec();
+    for sched in Scheduler::ALL {
+        for n in SYN_REALS {
+            let name = format!("syn_{sched}_{n}");
+            let what = format!("new connection (NAT SYN), {sched} over {n} reals");
+            cases.push((
+                Box::leak(name.into_boxed_str()),
+                Box::leak(what.into_boxed_str()),
+            ));
+        }
+    }
+    cases
+}
+
+/// The shared data plane of the new-connection benchmarks, one service
+/// per benchmark.
+struct Shared {
+    lb: Rc<RefCell<Lb>>,
+    services: u8,
+}
+
+fn build(name: &str, what: &'static str, shared: &mut Shared) -> Result<Box<dyn Case>> {
+    if let Some(rest) = name.strip_prefix("syn_") {
+        let (sched, n) = rest.split_once('_').expect("syn_<scheduler>_<reals>");
+        let sched = sched.parse::<Scheduler>().expect("a scheduler name");
+        let n = n.parse().expect("a real count");
+        shared.services += 1;
+        return Ok(Box::new(SchedFlows::new(
+            what,
+            Rc::clone(&shared.lb),
+            shared.services,
+            sched,
+            n,
+        )));
+    }
     Ok(match name {
         "empty" => Box::new(empty()?),
         "nat" => Box::new(nat(what)),
@@ -292,11 +283,29 @@ fn build(name: &str, what: &'static str) -> Result<Box<dyn Case>> {
         "nat_reply" => Box::new(nat_reply(what)),
         "udp_nat" => Box::new(udp_nat(what)),
         "pass" => Box::new(pass(what)),
-        "syn_rr_8" => Box::new(new_flows(8)),
-        "syn_rr_64" => Box::new(new_flows(64)),
-        "syn_rr_256" => Box::new(new_flows(256)),
-        _ => unreachable!("{name} is not in CASES"),
+        _ => unreachable!("{name} is not a benchmark"),
     })
+}
+
+/// What the verifier processed for each program of a loaded director: the
+/// kernel's `verified_insns` (its limit is 1,000,000 per program).
+fn verified(lb: &Lb) -> Result<Vec<Verified>> {
+    let names = [PROG_DIRECTOR]
+        .into_iter()
+        .chain(PROG_SCHEDULERS.iter().map(|(_, name)| *name))
+        .chain([PROG_DECAP]);
+    names
+        .map(|program| {
+            let info = lb
+                .program(program)
+                .info()
+                .with_context(|| format!("{program}: program info"))?;
+            Ok(Verified {
+                program,
+                instructions: info.verified_instruction_count(),
+            })
+        })
+        .collect()
 }
 
 /// One untimed run, then `settings.runs` timed ones; returns each timed
@@ -349,12 +358,19 @@ fn main() -> Result<()> {
         }
     );
 
+    // The new-connection benchmarks share one data plane; it also tells
+    // what the verifier processed.
+    let mut shared = Shared {
+        lb: Rc::new(RefCell::new(Lb::new())),
+        services: 0,
+    };
+    let verifier = verified(&shared.lb.borrow())?;
     let mut figures = Vec::new();
-    for (name, what) in CASES {
+    for (name, what) in cases() {
         println!("{what}");
-        // Built right before it runs, so that only one eBPF instance (and
-        // its connection table) is alive at a time.
-        let mut case = build(name, what)?;
+        // The others are built right before they run, so that at most one
+        // more eBPF instance (and its connection table) is alive at a time.
+        let mut case = build(name, what, &mut shared)?;
         let runs = measure(name, case.as_mut(), &settings);
         figures.push(Figures { name, what, runs });
     }
@@ -364,6 +380,7 @@ fn main() -> Result<()> {
     let report = Report {
         machine: &machine,
         figures: &figures,
+        verifier: &verifier,
         baseline,
         runs: settings.runs,
         packets: settings.packets,

@@ -32,6 +32,18 @@ impl Figures {
     }
 }
 
+/// What the verifier processed for one program (`verified_insns`, as
+/// `bpftool prog` shows it).
+pub struct Verified {
+    pub program: &'static str,
+    /// `None` on kernels before 5.16, which do not report it.
+    pub instructions: Option<u32>,
+}
+
+/// The kernel's limit on instructions processed for one program
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
 /// What the figures were taken on.
 pub struct Machine {
     pub cpus: usize,
@@ -79,6 +91,7 @@ fn today_utc() -> String {
 pub struct Report<'a> {
     pub machine: &'a Machine,
     pub figures: &'a [Figures],
+    pub verifier: &'a [Verified],
     /// The empty program's median: what every figure's net subtracts.
     pub baseline: f64,
     pub runs: usize,
@@ -118,6 +131,17 @@ impl Report<'_> {
             "runs": self.runs,
             "packets_per_run": self.packets,
             "results": results,
+            "verifier": {
+                "limit": VERIFIER_LIMIT,
+                "processed_instructions": self
+                    .verifier
+                    .iter()
+                    .map(|v| json!({ "program": v.program, "instructions": v.instructions }))
+                    .collect::<Vec<Value>>(),
+            },
+            "limits": {
+                "max_reals_per_service": lb_common::MAX_REALS_PER_SERVICE,
+            },
         })
     }
 
@@ -143,7 +167,11 @@ impl Report<'_> {
              | path | median | min | max | net |\n| --- | ---: | ---: | ---: | ---: |",
             self.runs, self.packets, self.baseline
         );
-        for f in self.figures {
+        let (syns, paths): (Vec<&Figures>, Vec<&Figures>) = self
+            .figures
+            .iter()
+            .partition(|f| f.name.starts_with("syn_"));
+        for f in paths {
             let _ = writeln!(
                 s,
                 "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
@@ -154,8 +182,101 @@ impl Report<'_> {
                 f.median() - self.baseline
             );
         }
+        self.syn_table(&mut s, &syns);
+        self.verifier_table(&mut s);
         s.push_str(METHOD);
         s
+    }
+
+    /// New connections: one row per scheduler, one column per real count;
+    /// each cell the median, and in brackets the net figure.
+    fn syn_table(&self, s: &mut String, syns: &[&Figures]) {
+        // syn_<scheduler>_<reals>, in the order they ran.
+        let mut rows: Vec<&str> = Vec::new();
+        let mut cols: Vec<u64> = Vec::new();
+        let parsed: Vec<(&str, u64, &Figures)> = syns
+            .iter()
+            .filter_map(|f| {
+                let (sched, n) = f.name.strip_prefix("syn_")?.rsplit_once('_')?;
+                Some((sched, n.parse().ok()?, *f))
+            })
+            .collect();
+        for &(sched, n, _) in &parsed {
+            if !rows.contains(&sched) {
+                rows.push(sched);
+            }
+            if !cols.contains(&n) {
+                cols.push(n);
+            }
+        }
+        let _ = write!(
+            s,
+            "\n## New connections, by scheduler\n\n\
+             A NAT SYN of a new flow on every call: the scheduler's pick, the connection\n\
+             entries, the rewrite. ns per packet, median of the runs (net in brackets).\n\n\
+             | scheduler |"
+        );
+        for n in &cols {
+            let _ = write!(s, " {n} reals |");
+        }
+        s.push_str("\n| --- |");
+        for _ in &cols {
+            s.push_str(" ---: |");
+        }
+        s.push('\n');
+        for sched in rows {
+            let _ = write!(s, "| {sched} |");
+            for &n in &cols {
+                match parsed.iter().find(|p| p.0 == sched && p.1 == n) {
+                    Some((_, _, f)) => {
+                        let _ = write!(
+                            s,
+                            " {:.1} ({:.1}) |",
+                            f.median(),
+                            f.median() - self.baseline
+                        );
+                    }
+                    None => s.push_str(" |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
+
+    fn verifier_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n## Verifier: processed instructions per program\n\n\
+             What the kernel's verifier processed to accept each program of the\n\
+             director (`verified_insns`, read with `Xdp::info()` after loading; the\n\
+             limit is 1,000,000 per program). A new connection runs the\n\
+             director, then its scheduler's program by tail call, then the director\n\
+             again; each program is verified on its own.\n\n\
+             | program | processed instructions | of the limit |\n| --- | ---: | ---: |"
+        );
+        for v in self.verifier {
+            match v.instructions {
+                Some(n) => {
+                    let _ = writeln!(
+                        s,
+                        "| `{}` | {n} | {:.1} % |",
+                        v.program,
+                        f64::from(n) * 100.0 / f64::from(VERIFIER_LIMIT)
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "| `{}` | not reported by this kernel | |", v.program);
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nLimit: **max reals per service = {}** (`MAX_REALS_PER_SERVICE`), verified\n\
+             for every scheduler: each scheduler's loops are bounded by it and the\n\
+             verifier accepts every program above with that bound; the new-connection\n\
+             benchmarks run each scheduler with that many reals.",
+            lb_common::MAX_REALS_PER_SERVICE
+        );
     }
 
     /// Writes results.json, and BENCHMARKS.md unless this is a quick run.
@@ -188,11 +309,17 @@ const METHOD: &str = "
   packet built independently with etherparse, as the fixtures do.
 - Established paths (NAT, DR, TUN, NAT reply, UDP NAT) send the same packet
   of an existing flow every time. *New connection* sends a SYN of a new
-  flow on every call (source address and port vary), so each one is
-  scheduled by rr and inserts its connection entries (two for NAT); the
-  connection table is emptied before each run so that it never fills.
-  Every real has weight 1, so rr takes the first real it probes: the
-  number of reals matters to the verifier, hardly to the cost per packet.
+  flow on every call (each from a client address of its own, ports vary),
+  so each one is scheduled and inserts its connection entries (two for
+  NAT). The reals' weights are 1, 2, 3, 1, 2, 3... in scan order. dh, lblc
+  and lblcr serve an address range and the SYNs go to 1024 destinations in
+  it, so that their caches see both new and known destinations. Every SYN
+  leaves a connection in SYN_RECV, which counts as active, so the
+  count-based schedulers spread them. Which real each SYN must reach is
+  worked out by the reference model (`lb_common::sched`), and the output
+  is checked against the NAT rewrite to that real. Before each run the
+  connection table is emptied (so it never fills), the connection counts
+  are zeroed and the scheduler's state and caches start afresh.
 - Each benchmark first does one untimed run of the same size, so that every
   timed run starts from the same state; for new connections that is a
   table that has been filled and emptied (a never-used one has measured

@@ -336,9 +336,13 @@ fn lblcr(service: &Service, reals: &ServiceReals, p: &Pending) -> Option<u32> {
         |i| dest_in(p, reals, i),
         |d, _| xlvs_lblc_overloaded(d.active, d.weight) != 0,
         |_| least(reals),
-    )?;
-    let _ = LBLCR.insert(&key, &entry, 0);
-    Some(pick.id)
+    );
+    // The kernel edits the set in place, so what the call changed (a shed
+    // member, lastuse, lastmod) stands even when no real was available.
+    if entry.len > 0 {
+        let _ = LBLCR.insert(&key, &entry, 0);
+    }
+    pick.map(|d| d.id)
 }
 
 /// The real at scan index `i` as the schedulers see it.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{
@@ -20,10 +20,14 @@ use etherparse::{
     IpNumber, Ipv4Header, Ipv4Options, PacketBuilder, TcpHeader, UdpHeader,
 };
 use lb_common::{
-    AF_INET, Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, MAP_CONNS, MAP_COUNTERS, MAP_DECAP_VIPS,
-    MAP_REAL_STATS, MAP_REALS, MAP_SCHED_STATE, MAP_SERVICE_REALS, MAP_SERVICES,
-    MAX_REALS_PER_SERVICE, PROG_DECAP, PROG_DIRECTOR, REAL_F_NEXTHOP, Real, SCHED_RR, SchedState,
-    Service, ServiceKey, ServiceReals, Stats, VipKey, counter, v4_addr,
+    AF_INET, Buckets, Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, MAP_BUCKETS, MAP_CONNS,
+    MAP_COUNTERS, MAP_DECAP_VIPS, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
+    MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAX_REALS_PER_SERVICE,
+    MaglevTable, PROG_DECAP, PROG_DIRECTOR, REAL_F_NEXTHOP, RangeData, Real, RealConns, SCHED_DH,
+    SCHED_MH, SCHED_RR, SCHED_SH, SCHED_WRR, SchedState, Service, ServiceKey, ServiceReals, Stats,
+    VipKey, counter, range_prefix_len,
+    sched::{MhReal, dh_build, mh_build, sh_build},
+    v4_addr,
 };
 
 // XDP verdicts (`enum xdp_action`).
@@ -564,7 +568,8 @@ impl Lb {
         }
     }
 
-    fn array<V: aya::Pod>(&mut self, name: &str) -> Array<&mut MapData, V> {
+    /// A map of this instance as an array, for direct reads and writes.
+    pub fn array<V: aya::Pod>(&mut self, name: &str) -> Array<&mut MapData, V> {
         Array::try_from(
             self.ebpf
                 .map_mut(name)
@@ -573,7 +578,8 @@ impl Lb {
         .unwrap_or_else(|e| panic!("map {name} as an array: {e}"))
     }
 
-    fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
+    /// A map of this instance as a hash map.
+    pub fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
         HashMap::try_from(
             self.ebpf
                 .map_mut(name)
@@ -734,7 +740,8 @@ impl Lb {
         }
     }
 
-    fn program(&self, name: &str) -> &Xdp {
+    /// One of the loaded XDP programs.
+    pub fn program(&self, name: &str) -> &Xdp {
         self.ebpf
             .program(name)
             .unwrap_or_else(|| panic!("program {name}"))
@@ -811,5 +818,232 @@ fn check_result(what: &str, input: &[u8], got: (u32, &[u8]), action: u32, output
     );
     if got.1 != input {
         assert_checksums(got.1, what);
+    }
+}
+
+/// Where a service is found: one VIP:port, or an address range
+/// (`10.50.0.0/16:80`, in `SERVICE_RANGES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vip {
+    Exact([u8; 4], u16),
+    Range([u8; 4], u8, u16),
+}
+
+/// The scheduler tables of a service with these reals, as the controller
+/// builds them: `reals` in scan order (newest-added first), `last_weights`
+/// mh's last non-zero weights (`sched::mh_last_weight`) in the same order.
+pub fn sched_tables(
+    scheduler: u8,
+    reals: &[Real],
+    last_weights: &[u32],
+) -> (SchedState, Option<Buckets>, Option<Box<MaglevTable>>) {
+    let weights: Vec<u32> = reals.iter().map(|r| r.weight).collect();
+    let mut state = SchedState::default();
+    let (mut buckets, mut maglev) = (None, None);
+    match scheduler {
+        SCHED_WRR => state = SchedState::new(weights.iter().copied()),
+        SCHED_DH => {
+            let mut b = Buckets::default();
+            dh_build(reals.len() as u32, &mut b.reals);
+            buckets = Some(b);
+        }
+        SCHED_SH => {
+            let mut b = Buckets::default();
+            sh_build(&weights, &mut b.reals);
+            buckets = Some(b);
+        }
+        SCHED_MH => {
+            let mh: Vec<MhReal> = reals
+                .iter()
+                .zip(last_weights)
+                .map(|(r, &last_weight)| MhReal {
+                    addr: r.addr,
+                    port: r.port,
+                    last_weight,
+                })
+                .collect();
+            let mut t = Box::<MaglevTable>::default();
+            mh_build(&mh, AF_INET, &mut t.reals);
+            maglev = Some(t);
+        }
+        _ => {}
+    }
+    (state, buckets, maglev)
+}
+
+/// Writing the maps as the controller does, for services of any scheduler,
+/// with reals added and removed one at a time (the scheduler conformance
+/// suite and the benchmark).
+impl Lb {
+    /// The eBPF object, for program information.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// The `SERVICE_RANGES` trie.
+    pub fn ranges(&mut self) -> LpmTrie<&mut MapData, RangeData, Service> {
+        LpmTrie::try_from(
+            self.ebpf
+                .map_mut(MAP_SERVICE_RANGES)
+                .expect("map SERVICE_RANGES"),
+        )
+        .expect("SERVICE_RANGES as an LPM trie")
+    }
+
+    /// A service id for a caller that writes the service's maps itself
+    /// ([`Lb::put_service`]).
+    pub fn reserve_service(&mut self) -> u32 {
+        let id = u32::try_from(self.services.len()).expect("few services");
+        self.services.push(ServiceKey::default());
+        id
+    }
+
+    /// A fresh real id (ids are never reused).
+    pub fn reserve_real(&mut self) -> u32 {
+        let id = self.next_real;
+        self.next_real += 1;
+        id
+    }
+
+    /// Real ids handed out so far (the next one).
+    pub fn next_real_id(&self) -> u32 {
+        self.next_real
+    }
+
+    /// Writes a service's value where the director looks it up.
+    pub fn put_service(&mut self, vip: Vip, proto: u8, service: Service) {
+        match vip {
+            Vip::Exact(addr, port) => {
+                let key = ServiceKey {
+                    addr: v4_addr(addr),
+                    port: port_be(port),
+                    proto,
+                    family: AF_INET,
+                };
+                self.hash::<ServiceKey, Service>(MAP_SERVICES)
+                    .insert(key, service, 0)
+                    .expect("insert into SERVICES");
+            }
+            Vip::Range(addr, prefix, port) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(prefix))
+                    .unwrap_or(0)
+                    .to_be_bytes();
+                let net: Vec<u8> = addr.iter().zip(mask).map(|(a, m)| a & m).collect();
+                let key = Key::new(
+                    range_prefix_len(u32::from(prefix)),
+                    RangeData {
+                        proto,
+                        family: AF_INET,
+                        port: port_be(port),
+                        addr: v4_addr([net[0], net[1], net[2], net[3]]),
+                    },
+                );
+                self.ranges()
+                    .insert(&key, service, 0)
+                    .expect("insert into SERVICE_RANGES");
+            }
+        }
+    }
+
+    /// `SERVICE_REALS[service]`: real ids in scan order.
+    pub fn put_service_reals(&mut self, service: u32, ids: &[u32]) {
+        assert!(
+            ids.len() <= MAX_REALS_PER_SERVICE,
+            "at most {MAX_REALS_PER_SERVICE} reals"
+        );
+        let mut list = ServiceReals::default();
+        list.ids[..ids.len()].copy_from_slice(ids);
+        self.array::<ServiceReals>(MAP_SERVICE_REALS)
+            .set(service, list, 0)
+            .expect("write SERVICE_REALS");
+    }
+
+    pub fn sched_state(&mut self, service: u32) -> SchedState {
+        self.array::<SchedState>(MAP_SCHED_STATE)
+            .get(&service, 0)
+            .expect("read SCHED_STATE")
+    }
+
+    pub fn put_sched_state(&mut self, service: u32, state: SchedState) {
+        self.array::<SchedState>(MAP_SCHED_STATE)
+            .set(service, state, 0)
+            .expect("write SCHED_STATE");
+    }
+
+    pub fn put_buckets(&mut self, service: u32, buckets: &Buckets) {
+        self.array::<Buckets>(MAP_BUCKETS)
+            .set(service, buckets, 0)
+            .expect("write BUCKETS");
+    }
+
+    pub fn put_maglev(&mut self, service: u32, table: &MaglevTable) {
+        self.hash::<u32, MaglevTable>(MAP_MAGLEV)
+            .insert(service, table, 0)
+            .expect("write MAGLEV");
+    }
+
+    /// A real's `REAL_CONNS` slot.
+    pub fn real_conns(&mut self, real: u32) -> RealConns {
+        self.array::<RealConns>(MAP_REAL_CONNS)
+            .get(&real, 0)
+            .expect("read REAL_CONNS")
+    }
+
+    /// Overwrites a real's `REAL_CONNS` slot (the controller's counterpart
+    /// is an atomic add; nothing runs concurrently in a test).
+    pub fn put_real_conns(&mut self, real: u32, conns: RealConns) {
+        self.array::<RealConns>(MAP_REAL_CONNS)
+            .set(real, conns, 0)
+            .expect("write REAL_CONNS");
+    }
+
+    /// Adds a service of any scheduler with `reals` in scan order (the
+    /// first is the newest-added) and its scheduler tables, as `xlvs`
+    /// installs one. Returns the service id and the reals' ids.
+    pub fn add_scheduled_service(
+        &mut self,
+        vip: Vip,
+        proto: u8,
+        scheduler: u8,
+        flags: u8,
+        reals: &[Real],
+    ) -> (u32, Vec<u32>) {
+        let id = self.reserve_service();
+        let ids: Vec<u32> = reals
+            .iter()
+            .map(|real| {
+                let rid = self.reserve_real();
+                self.set_real(
+                    rid,
+                    Real {
+                        service: id,
+                        ..*real
+                    },
+                );
+                rid
+            })
+            .collect();
+        self.put_service_reals(id, &ids);
+        let weights: Vec<u32> = reals.iter().map(|r| r.weight).collect();
+        let (state, buckets, maglev) = sched_tables(scheduler, reals, &weights);
+        self.put_sched_state(id, state);
+        if let Some(b) = buckets {
+            self.put_buckets(id, &b);
+        }
+        if let Some(t) = maglev {
+            self.put_maglev(id, &t);
+        }
+        let service = Service {
+            id,
+            nreals: ids.len() as u32,
+            scheduler,
+            flags,
+            persist_mask: v4_addr([255; 4]),
+            lblc_expire_ns: 86_400 * 1_000_000_000,
+            ..Service::default()
+        };
+        self.put_service(vip, proto, service);
+        (id, ids)
     }
 }
