@@ -4,7 +4,7 @@
 //! change only by atomic adds, here and in the controller (which subtracts
 //! when it expires a connection), so concurrent CPUs lose no update.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_and, atomic_or, atomic_xadd};
 
 use lb_common::{CONN_F_INACTIVE, Conn, IPPROTO_TCP, Real, net::Flow, sched, tcp_state};
 
@@ -65,24 +65,46 @@ pub fn transition(conn: &mut Conn, flow: &Flow, dir: tcp_state::Direction) {
     }
     conn.state = tcp_state::next(conn.state, dir, flow.tcp_flags);
     let active = tcp_state::is_active(conn.state);
-    let counted_inactive = conn.flags & CONN_F_INACTIVE != 0;
-    if active == !counted_inactive {
+    if active == (conn.flags & CONN_F_INACTIVE == 0) {
+        return;
+    }
+    // The client's and the real's segments of one NAT connection may run on
+    // two CPUs at once (a FIN each way, say). Only the CPU whose atomic flip
+    // of the flag changes it moves the counts, so they move once.
+    let word = (&raw mut conn.vport).cast::<u64>();
+    // SAFETY: `word` is the 8-aligned word of `vport`, `state`, `flags` and `ifindex`
+    // (see `INACTIVE_BIT`), inside a live map value or a local.
+    let before = unsafe {
+        if active {
+            atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(word, !INACTIVE_BIT)
+        } else {
+            atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(word, INACTIVE_BIT)
+        }
+    };
+    if active != (before & INACTIVE_BIT != 0) {
         return;
     }
     let Some(c) = REAL_CONNS.get_ptr_mut(conn.real) else { return };
     // SAFETY: a live array slot.
     unsafe {
         if active {
-            conn.flags &= !CONN_F_INACTIVE;
             add(&raw mut (*c).active, 1);
             add(&raw mut (*c).inactive, MINUS_ONE);
         } else {
-            conn.flags |= CONN_F_INACTIVE;
             add(&raw mut (*c).inactive, 1);
             add(&raw mut (*c).active, MINUS_ONE);
         }
     }
 }
+
+/// `CONN_F_INACTIVE` within the little-endian 64-bit word at `Conn::vport`
+/// (`vport`: bytes 0-1, `state`: byte 2, `flags`: byte 3, `ifindex`), which BPF can
+/// flip atomically where it cannot touch a single byte.
+const INACTIVE_BIT: u64 = (CONN_F_INACTIVE as u64) << 24;
+const _: () = {
+    assert!(core::mem::offset_of!(Conn, vport) % 8 == 0);
+    assert!(core::mem::offset_of!(Conn, flags) == core::mem::offset_of!(Conn, vport) + 3);
+};
 
 /// A persistence template now names `to` instead of `from` (or is new).
 #[inline(always)]

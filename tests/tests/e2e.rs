@@ -203,8 +203,10 @@ fn method_test(forward: Forward, vip_addr: &str, real_port: u16) {
         }
         let active = u64::from(i == sticky_idx);
         assert_eq!(
-            r.active, active,
-            "ActiveConn of {addr} (only the keep-alive one is open): {r:#?}"
+            r.active,
+            active,
+            "ActiveConn of {addr} (only the keep-alive one is open): {r:#?}\nconnections:\n{}",
+            lab.xlvs.list(&["-c", "-n"]).unwrap_or_default()
         );
         total += stats.conns;
     }
