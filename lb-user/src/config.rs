@@ -21,6 +21,9 @@ use toml::Spanned;
 
 use crate::timeouts::{MAX_TIMEOUT, Timeouts};
 
+pub mod health;
+pub use health::{Check, CheckKind, Health, HttpCheck, HttpMethod};
+
 /// A configuration error, located in its file.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {key}: {message}")]
@@ -196,6 +199,10 @@ pub struct Config {
     pub conn_table_size: u32,
     /// The idle timeouts at start-up (`xlvs set --timeout` changes them).
     pub timeouts: Timeouts,
+    /// Re-read the file when it changes (SIGHUP always reloads).
+    pub autoreload: bool,
+    /// Where the Prometheus text endpoint listens, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
     pub services: Vec<Service>,
 }
 
@@ -213,6 +220,11 @@ pub struct Service {
     pub lblc_expire: u32,
     /// In config order (oldest first); the data plane scans them reversed.
     pub reals: Vec<Real>,
+    /// `[virtual.check]`: how the reals are checked, unless a real says
+    /// otherwise.
+    pub check: Check,
+    /// What happens when reals go down.
+    pub health: Health,
 }
 
 impl Service {
@@ -244,6 +256,9 @@ pub struct Real {
     pub u_threshold: u32,
     /// Where the overload clears; 0 for 3/4 of `u_threshold`.
     pub l_threshold: u32,
+    /// How this real is checked: the service's check with the real's
+    /// `[virtual.real.check]` keys laid over it.
+    pub check: Check,
 }
 
 // The file as written. Spanned values remember where they stood, for errors.
@@ -427,7 +442,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     if reals > MAX_REALS as usize {
         return Err(at.error(0, "virtual", format!("{reals} reals in all: at most {MAX_REALS}")));
     }
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, services })
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload: false, metrics: None, services })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {
@@ -500,9 +515,9 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
         if !seen.insert((raddr, rport)) {
             return Err(at.error(r.address.span().start, rkey("address"), format!("{raddr}:{rport} is listed twice in this service")));
         }
-        reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold });
+        reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold, check: Check::default() });
     }
-    Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals })
+    Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals, check: Check::default(), health: Health::default() })
 }
 
 /// `scheduler_flags`: each name must be one `scheduler` knows (ipvsadm -b).
@@ -656,7 +671,7 @@ weight = 2
     }
 
     fn real(addr: [u8; 4], port: u16, weight: u32, forward: Forward) -> Real {
-        Real { addr: Ipv4Addr::from(addr), port, weight, forward, u_threshold: 0, l_threshold: 0 }
+        Real { addr: Ipv4Addr::from(addr), port, weight, forward, u_threshold: 0, l_threshold: 0, check: Check::default() }
     }
 
     #[test]

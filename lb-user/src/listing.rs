@@ -160,6 +160,7 @@ mod tests {
             forward: Forward::Nat,
             u_threshold: 0,
             l_threshold: 0,
+            check: Default::default(),
         };
         let service = |protocol, port, persistence| config::Service {
             protocol,
@@ -169,6 +170,8 @@ mod tests {
             persistence,
             lblc_expire: 86_400,
             reals: vec![real(11, 8080), real(12, 8080)],
+            check: Default::default(),
+            health: Default::default(),
         };
         let persistent = Some(Persistence { timeout: 360, netmask: Ipv4Addr::new(255, 255, 255, 0) });
         vec![

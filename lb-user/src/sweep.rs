@@ -226,6 +226,7 @@ mod tests {
             forward: Forward::Dr,
             u_threshold: 10,
             l_threshold: 5,
+            check: Default::default(),
         };
         Installed {
             service: config::Service {
@@ -236,6 +237,8 @@ mod tests {
                 persistence,
                 lblc_expire,
                 reals: vec![real],
+                check: Default::default(),
+                health: Default::default(),
             },
             id,
             real_ids: vec![id * 10],

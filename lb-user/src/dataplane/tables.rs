@@ -146,8 +146,11 @@ mod tests {
                     forward: Forward::Dr,
                     u_threshold: 0,
                     l_threshold: 0,
+                    check: Default::default(),
                 })
                 .collect(),
+            check: Default::default(),
+            health: Default::default(),
         }
     }
 
