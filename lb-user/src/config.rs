@@ -21,8 +21,12 @@ use toml::Spanned;
 
 use crate::timeouts::{MAX_TIMEOUT, Timeouts};
 
+mod check_parse;
 pub mod health;
+mod render;
+pub use check_parse::{DEFAULT_HTTP_STATUS, DNS_RECORDS, dns_record_name};
 pub use health::{Check, CheckKind, Health, HttpCheck, HttpMethod};
+pub use render::render;
 
 /// A configuration error, located in its file.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +101,7 @@ impl Forward {
             Self::Tun => "Tunnel",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "nat" | "masq" => Some(Self::Nat),
             "dr" | "gate" | "route" => Some(Self::Dr),
@@ -287,6 +291,10 @@ struct DirectorSection {
     /// Idle timeout of a UDP flow, in seconds (`--set`'s udp); 300 when
     /// absent.
     timeout_udp: Option<Spanned<i64>>,
+    /// Re-read the file when it changes; false when absent.
+    autoreload: Option<Spanned<toml::Value>>,
+    /// `ip:port` of the Prometheus endpoint; none when absent.
+    metrics: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +319,22 @@ struct VirtualSection {
     /// The default forwarding method of the reals: nat | dr | tun (aliases
     /// masq | gate | ipip); dr when absent, as with ipvsadm.
     forward: Option<Spanned<String>>,
+    /// A down real keeps its place with weight 0 (true, the default) or
+    /// leaves the service.
+    quiescent: Option<Spanned<toml::Value>>,
+    /// The sorry server: `"ip[:port] [gate|masq|ipip]"` or
+    /// `{ address = "ip[:port]", forward = "nat" }`.
+    fallback: Option<Spanned<toml::Value>>,
+    /// The live weight below which the service has lost its quorum.
+    quorum: Option<Spanned<toml::Value>>,
+    /// Commands run when the quorum is regained / lost.
+    quorum_up: Option<Spanned<toml::Value>>,
+    quorum_down: Option<Spanned<toml::Value>>,
+    /// Commands run when a real comes up / goes down.
+    notify_up: Option<Spanned<toml::Value>>,
+    notify_down: Option<Spanned<toml::Value>>,
+    /// How the reals are checked; none when absent.
+    check: Option<check_parse::CheckSection>,
     #[serde(default)]
     real: Vec<RealSection>,
 }
@@ -329,6 +353,8 @@ struct RealSection {
     /// Lower connection threshold (ipvsadm -y); 0 or absent for 3/4 of the
     /// upper one.
     l_threshold: Option<Spanned<i64>>,
+    /// Keys laid over the service's `[virtual.check]` for this real.
+    check: Option<check_parse::CheckSection>,
 }
 
 /// The highest weight ipvsadm accepts.
@@ -442,7 +468,21 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     if reals > MAX_REALS as usize {
         return Err(at.error(0, "virtual", format!("{reals} reals in all: at most {MAX_REALS}")));
     }
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload: false, metrics: None, services })
+    let autoreload = match &raw.director.autoreload {
+        None => false,
+        Some(v) => at.boolean(v, "director.autoreload")?,
+    };
+    let metrics = match &raw.director.metrics {
+        None => None,
+        Some(v) => {
+            let text = at.string(v, "director.metrics")?;
+            let addr = text.parse::<std::net::SocketAddr>().ok().filter(|a| a.port() != 0).ok_or_else(|| {
+                at.error(v.span().start, "director.metrics", format!("'{text}' is not a socket address: write IP:PORT, like 127.0.0.1:9108"))
+            })?;
+            Some(addr)
+        }
+    };
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload, metrics, services })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {
@@ -480,6 +520,7 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
     if v.real.len() > MAX_REALS_PER_SERVICE {
         return Err(at.error(v.address.span().start, key("real"), format!("at most {MAX_REALS_PER_SERVICE} reals per service")));
     }
+    let check = check_parse::resolve(at, &key("check"), v.check.as_ref(), &Check::default())?;
     let mut reals = Vec::new();
     let mut seen = HashSet::new();
     for (j, r) in v.real.iter().enumerate() {
@@ -515,9 +556,20 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
         if !seen.insert((raddr, rport)) {
             return Err(at.error(r.address.span().start, rkey("address"), format!("{raddr}:{rport} is listed twice in this service")));
         }
-        reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold, check: Check::default() });
+        let rcheck = check_parse::resolve(at, &rkey("check"), r.check.as_ref(), &check)?;
+        reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold, check: rcheck });
     }
-    Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals, check: Check::default(), health: Health::default() })
+    let keys = check_parse::HealthKeys {
+        quiescent: v.quiescent.as_ref(),
+        fallback: v.fallback.as_ref(),
+        quorum: v.quorum.as_ref(),
+        quorum_up: v.quorum_up.as_ref(),
+        quorum_down: v.quorum_down.as_ref(),
+        notify_up: v.notify_up.as_ref(),
+        notify_down: v.notify_down.as_ref(),
+    };
+    let health = check_parse::health(at, &format!("virtual[{i}]"), &keys, port, default_forward, &reals)?;
+    Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals, check, health })
 }
 
 /// `scheduler_flags`: each name must be one `scheduler` knows (ipvsadm -b).
@@ -814,6 +866,64 @@ weight = 2
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_udp = -1", 4, "director.timeout_udp", "out of range"),
             ("weight = 1", "weight = 1\nport = 3", 14, "toml", "unknown field `port`"),
             ("protocol = \"tcp\"", "protocol = tcp", 7, "toml", ""),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nautoreload = \"yes\"", 4, "director.autoreload", "expected true or false, found string \"yes\""),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nmetrics = \"localhost:9108\"", 4, "director.metrics", "'localhost:9108' is not a socket address: write IP:PORT"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nmetrics = \"127.0.0.1:0\"", 4, "director.metrics", "not a socket address"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nmetrics = 9108", 4, "director.metrics", "expected a string, found integer 9108"),
+            ("forward = \"nat\"", "forward = \"nat\"\nquiescent = 1", 10, "virtual[0].quiescent", "expected true or false"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = \"127.0.0.1:81 gate\"", 10, "virtual[0].fallback", "port 81 differs from the virtual port 80: only nat can map ports"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = \"127.0.0.1:80 teleport\"", 10, "virtual[0].fallback", "'teleport' is not a forwarding method"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = \"127.0.0.1:80 gate twice\"", 10, "virtual[0].fallback", "unexpected 'twice'"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = \"10.0.1.11:8080\"", 10, "virtual[0].fallback", "10.0.1.11:8080 is one of the service's reals"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = \"10.0.1.300\"", 10, "virtual[0].fallback", "'10.0.1.300' is not an IP address"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = { address = \"127.0.0.1\", port = 80 }", 10, "virtual[0].fallback", "unknown key 'port': a fallback has address and forward"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = { forward = \"dr\" }", 10, "virtual[0].fallback", "a fallback table needs an address"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = { address = \"127.0.0.1:81\", forward = \"dr\" }", 10, "virtual[0].fallback", "only nat can map ports"),
+            ("forward = \"nat\"", "forward = \"nat\"\nfallback = 80", 10, "virtual[0].fallback", "expected \"ip:port [gate|masq|ipip]\" or { address"),
+            ("forward = \"nat\"", "forward = \"nat\"\nquorum = 4", 10, "virtual[0].quorum", "4 is above the reals' total weight 3: the quorum could never be met"),
+            ("forward = \"nat\"", "forward = \"nat\"\nquorum = -1", 10, "virtual[0].quorum", "-1 is out of range 0..=3"),
+            ("forward = \"nat\"", "forward = \"nat\"\nquorum = \"2\"", 10, "virtual[0].quorum", "expected an integer"),
+            ("forward = \"nat\"", "forward = \"nat\"\nnotify_up = \"\"", 10, "virtual[0].notify_up", "must not be empty"),
+            ("forward = \"nat\"", "forward = \"nat\"\nquorum_down = true", 10, "virtual[0].quorum_down", "expected a string, found boolean true"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"tcp\"", 11, "virtual[0].check.type", "'tcp' is not a check type: use connect, http, https, external, ping, dns, smtp or none (off)"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"connect\"\nreceive = \"x\"", 12, "virtual[0].check.receive", "'receive' applies to http and https checks (this check is connect)"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\nreceive = \"x\"", 11, "virtual[0].check.receive", "'receive' applies to http and https checks (this check is none)"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nhelo = \"x\"", 12, "virtual[0].check.helo", "'helo' applies to smtp checks (this check is http)"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"ping\"\ncommand = \"x\"", 12, "virtual[0].check.command", "'command' applies to external checks"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"smtp\"\nrecord = \"A\"", 12, "virtual[0].check.record", "'record' applies to dns checks"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"dns\"\nexpect = \"x\"", 12, "virtual[0].check.expect", "'expect' applies to connect checks"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nreceive = \"(\"", 12, "virtual[0].check.receive", "'(' is not a valid regex: unclosed group"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"connect\"\nexpect = \"[a-\"", 12, "virtual[0].check.expect", "is not a valid regex"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nmethod = \"POST\"", 12, "virtual[0].check.method", "'POST' is not a method: use GET or HEAD"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nstatus = [\"2xx\"]", 12, "virtual[0].check.status", "\"2xx\" is not a status code or range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nstatus = [\"299-200\"]", 12, "virtual[0].check.status", "is not a status code or range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nstatus = [600]", 12, "virtual[0].check.status", "600 is not a status code"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nstatus = []", 12, "virtual[0].check.status", "list at least one status code"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nstatus = \"200\"", 12, "virtual[0].check.status", "expected a list of status codes"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nrequest = \"http://example.com/\"", 12, "virtual[0].check.request", "is a URL: write the path only"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nrequest = \"/a b\"", 12, "virtual[0].check.request", "must not contain spaces"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"https\"\nvirtualhost = \"a b\"", 12, "virtual[0].check.virtualhost", "must not contain spaces"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_interval = 0", 11, "virtual[0].check.check_interval", "0 is out of range: write seconds, above 0 and at most 2678400"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_interval = 0.0000001", 11, "virtual[0].check.check_interval", "out of range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_timeout = -1.5", 11, "virtual[0].check.check_timeout", "-1.5 is out of range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_timeout = nan", 11, "virtual[0].check.check_timeout", "out of range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_interval = 2678401", 11, "virtual[0].check.check_interval", "out of range"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ncheck_interval = \"1s\"", 11, "virtual[0].check.check_interval", "expected seconds (an integer or a float), found string"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\nwarmup = -1", 11, "virtual[0].check.warmup", "-1 is out of range: write seconds, 0 and at most"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\nfailure_count = 0", 11, "virtual[0].check.failure_count", "0 is out of range 1..=4294967295"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\nrise = 0", 11, "virtual[0].check.rise", "out of range 1..="),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\nport = 70000", 11, "virtual[0].check.port", "70000 is out of range 1..=65535"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"external\"", 11, "virtual[0].check.command", "an external check needs a command"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"external\"\ncommand = \" \"", 12, "virtual[0].check.command", "must not be empty"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"external\"\ncommand = \"x\"\ndynamic_weight = \"yes\"", 13, "virtual[0].check.dynamic_weight", "expected true or false"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"dns\"\nrecord = \"AXFR\"", 12, "virtual[0].check.record", "\"AXFR\" is not a record type: use A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV or a type number"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"dns\"\nrecord = 0", 12, "virtual[0].check.record", "0 is not a record type"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"dns\"\nname = \"\"", 12, "virtual[0].check.name", "must not be empty"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"smtp\"\nhelo = \"my host\"", 12, "virtual[0].check.helo", "must not contain spaces"),
+            ("forward = \"nat\"", "forward = \"nat\"\n[virtual.check]\ntype = \"http\"\nurl = \"/\"", 12, "toml", "unknown field `url`"),
+            ("weight = 1", "weight = 1\n[virtual.real.check]\nreceive = \"x\"", 15, "virtual[0].real[0].check.receive", "(this check is none)"),
+            ("weight = 1", "weight = 1\n[virtual.real.check]\ntype = \"external\"", 15, "virtual[0].real[0].check.command", "an external check needs a command"),
+            ("weight = 1", "weight = 1\n[virtual.real.check]\ncheck_timeout = 0", 15, "virtual[0].real[0].check.check_timeout", "out of range"),
         ];
         for (from, to, line, key, message) in cases {
             let e = err(&with(from, to));

@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    edit::{RealEdit, ServiceEdit},
     timeouts::Timeouts,
     view::{ConnView, Snapshot},
 };
@@ -35,6 +36,16 @@ pub enum Request {
     Timeout,
     /// `xlvs set --timeout`, as `ipvsadm --set`: 0 leaves a value as it is.
     SetTimeout { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `xlvs service add|edit|del`.
+    Service(ServiceEdit),
+    /// `xlvs real add|edit|del`.
+    Real(RealEdit),
+    /// `xlvs save`: the running configuration as a config file.
+    Save,
+    /// `xlvs reload`: re-read the config file, as SIGHUP.
+    Reload,
+    /// `xlvs zero`: the packet, byte and connection counters back to 0.
+    Zero,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +55,10 @@ pub enum Response {
     Connections(Vec<ConnView>),
     /// The timeouts in force (after a `SetTimeout`, the new ones).
     Timeout(Timeouts),
+    /// The running configuration, as TOML.
+    Saved(String),
+    /// A change was applied.
+    Done,
     Error(String),
 }
 

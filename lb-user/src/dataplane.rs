@@ -19,9 +19,12 @@ use lb_common::{
 
 use crate::{config, nexthop::NextHop};
 
+pub mod apply;
 pub mod conns;
 pub mod programs;
 pub mod tables;
+
+pub use apply::{Applied, RealKey, ServiceKey as ServiceAddr};
 
 pub use conns::SharedCounters;
 
@@ -41,6 +44,10 @@ pub enum Error {
     NotArray { name: &'static str },
     #[error("map {name}")]
     Counters { name: &'static str, source: conns::Error },
+    #[error("{wanted} new reals but only {free} free real ids ({retired} removed reals still hold connections)")]
+    NoFreeIds { wanted: usize, free: usize, retired: usize },
+    #[error("counting the CPUs")]
+    Cpus(#[source] std::io::Error),
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
@@ -76,6 +83,11 @@ pub struct Dataplane {
     real_stats: PerCpuArray<MapData, Stats>,
     counters: PerCpuArray<MapData, u64>,
     conn_table_size: u32,
+    /// The services in the maps (see `apply`).
+    installed: Vec<Installed>,
+    ids: apply::Ids,
+    /// mh's last non-zero weight of each real id (`mh_last_weight`).
+    mh_weights: StdHashMap<u32, u32>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error> {
@@ -120,6 +132,9 @@ impl Dataplane {
             counters: take(&mut ebpf, MAP_COUNTERS)?,
             ebpf,
             conn_table_size,
+            installed: Vec::new(),
+            ids: apply::Ids::default(),
+            mh_weights: StdHashMap::new(),
         })
     }
 
@@ -135,56 +150,6 @@ impl Dataplane {
     /// When the interface does not exist or refuses XDP.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
         attach(&mut self.ebpf, PROG_DIRECTOR, interface)
-    }
-
-    /// Writes every service and real of `config` into the maps: the reals,
-    /// each service's real list in scan order, its scheduler state and
-    /// tables, and the service itself last, so that the data plane never
-    /// finds a service whose reals are not there yet. `nexthop` gives the
-    /// resolved next hop of a real's address, if known.
-    ///
-    /// # Errors
-    /// When a map write fails.
-    pub fn install(
-        &mut self,
-        config: &config::Config,
-        nexthop: &StdHashMap<Ipv4Addr, NextHop>,
-    ) -> Result<Vec<Installed>, Error> {
-        let mut installed = Vec::new();
-        let mut next_real = 0u32;
-        for (id, service) in (0u32..).zip(&config.services) {
-            let real_ids: Vec<u32> = (next_real..).take(service.reals.len()).collect();
-            next_real += real_ids.len() as u32;
-            for (real, &real_id) in service.reals.iter().zip(&real_ids) {
-                self.reals
-                    .set(real_id, real_entry(real, id, nexthop.get(&real.addr)), 0)
-                    .map_err(map_err(MAP_REALS))?;
-            }
-            // IPVS adds each destination at the head of its list: scans go
-            // newest-added first, so the last real in the file comes first.
-            let mut list = ServiceReals::default();
-            for (slot, id) in list.ids.iter_mut().zip(real_ids.iter().rev()) {
-                *slot = *id;
-            }
-            self.service_reals.set(id, list, 0).map_err(map_err(MAP_SERVICE_REALS))?;
-            let sched = tables::sched_tables(service);
-            self.sched_state.set(id, sched.state, 0).map_err(map_err(MAP_SCHED_STATE))?;
-            if let Some(buckets) = sched.buckets {
-                self.buckets.set(id, buckets, 0).map_err(map_err(MAP_BUCKETS))?;
-            }
-            if let Some(table) = sched.maglev {
-                self.maglev.insert(id, table.as_ref(), 0).map_err(map_err(MAP_MAGLEV))?;
-            }
-            let value = tables::service_value(service, id);
-            if service.vip.is_range() {
-                self.service_ranges
-                    .insert(&tables::range_key(service), value, 0).map_err(map_err(MAP_SERVICE_RANGES))?;
-            } else {
-                self.services.insert(tables::service_key(service), value, 0).map_err(map_err(MAP_SERVICES))?;
-            }
-            installed.push(Installed { service: service.clone(), id, real_ids });
-        }
-        Ok(installed)
     }
 
     /// Updates the next hop of one real in place.

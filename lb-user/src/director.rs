@@ -1,24 +1,41 @@
-//! `xlvs run`: load the data plane, fill it from the config, keep next hops
-//! and the connection table current, and answer the control socket until a
-//! signal ends it. Dropping the data plane detaches every program.
+//! `xlvs run`: load the data plane, fill it from the config, keep it in step
+//! with the health checks, reloads and runtime edits, keep next hops and the
+//! connection table current, and answer the control socket until a signal
+//! ends it. Dropping the data plane detaches every program.
+//!
+//! Three inputs change what the data plane holds: the configuration (the
+//! file, then SIGHUP, autoreload and runtime edits), and the health checks.
+//! Each change recomputes the wanted services (`effective`) and hands them
+//! to `Dataplane::apply`, which changes only what differs.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, info, warn};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{Notify, mpsc},
+};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, Config},
     control::{self, Request, Response},
-    dataplane::{Dataplane, Installed},
-    listing,
+    dataplane::{
+        Applied, Dataplane, RealKey, ServiceAddr,
+        apply::{real_key, service_key},
+    },
+    edit,
+    effective::{self, RealState, States},
+    health::{self, Monitor, Target},
+    listing, metrics,
+    rate::{self, Estimator},
+    view::{self, RealHealth, RealView, Snapshot},
     nexthop::{NextHop, Resolver},
     sweep::{self, Rules},
     timeouts::{MAX_TIMEOUT, Timeouts},
@@ -30,15 +47,37 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 const NEXTHOP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long start-up waits for the reals' neighbours to resolve.
 const RESOLVE_WAIT: Duration = Duration::from_secs(3);
+/// How often `autoreload` looks at the file (ldirectord polls its mtime too).
+const AUTORELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One checked real: its check and the task running it.
+struct Checked {
+    check: config::Check,
+    monitor: Monitor,
+}
 
 struct Director {
+    path: PathBuf,
+    /// The configuration as the operator wants it: the file, then runtime
+    /// edits. `xlvs save` prints it.
+    configured: Config,
     dataplane: Dataplane,
-    installed: Vec<Installed>,
-    /// The sweeper's view of `installed`.
+    /// The sweeper's view of what is installed.
     rules: Rules,
     hops: HashMap<Ipv4Addr, NextHop>,
     /// The idle timeouts in force; `xlvs set --timeout` changes them.
     timeouts: Timeouts,
+    monitors: HashMap<(ServiceAddr, RealKey), Checked>,
+    states: States,
+    /// Services whose quorum is lost.
+    quorum_lost: HashSet<ServiceAddr>,
+    events: mpsc::UnboundedSender<health::Event>,
+    /// Wakes the next-hop refresher when reals change.
+    resolve_now: Arc<Notify>,
+    /// What the file looked like when last read, for autoreload.
+    stamp: Option<FileStamp>,
+    /// IPVS's rate estimator, sampled every 2 s.
+    estimator: Estimator,
 }
 
 /// Runs a director until SIGINT or SIGTERM.
@@ -56,48 +95,318 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
     let server = control::Server::bind(socket)?;
     let mut dataplane = Dataplane::load(config.conn_table_size).context("loading the XDP program")?;
     let resolver = Resolver::new()?;
-    let hops = resolve_all(&resolver, &real_addresses(&config), RESOLVE_WAIT).await;
-    let installed = dataplane.install(&config, &hops)?;
+    let hops = resolve_all(&resolver, &real_addresses(&config.services), RESOLVE_WAIT).await;
     for name in &config.interfaces {
         dataplane.attach(name)?;
     }
+    let (events, mut health_events) = mpsc::unbounded_channel();
+    let mut director = Director {
+        path: config_path.to_owned(),
+        rules: Rules::default(),
+        timeouts: config.timeouts,
+        stamp: FileStamp::read(config_path),
+        configured: config,
+        dataplane,
+        hops,
+        monitors: HashMap::new(),
+        states: States::new(),
+        quorum_lost: HashSet::new(),
+        events,
+        resolve_now: Arc::new(Notify::new()),
+        estimator: Estimator::new(),
+    };
+    director.refresh().context("filling the maps")?;
+    director.sync_monitors();
     info!(
-        services = config.services.len(),
-        reals = installed.iter().map(|s| s.real_ids.len()).sum::<usize>(),
-        interfaces = ?config.interfaces,
+        services = director.configured.services.len(),
+        reals = director.dataplane.installed().iter().map(|s| s.real_ids.len()).sum::<usize>(),
+        interfaces = ?director.configured.interfaces,
         socket = %socket.display(),
         "director running"
     );
-    for addr in real_addresses(&config).iter().filter(|a| !hops.contains_key(a)) {
+    for addr in real_addresses(&director.configured.services).iter().filter(|a| !director.hops.contains_key(a)) {
         warn!(real = %addr, "next hop not resolved yet; will retry");
     }
 
-    let rules = Rules::new(&installed);
-    let timeouts = config.timeouts;
-    let director = Arc::new(Mutex::new(Director { dataplane, installed, rules, hops, timeouts }));
+    let resolve_now = director.resolve_now.clone();
+    let metrics_addr = director.configured.metrics;
+    let director = Arc::new(Mutex::new(director));
     let handler = {
         let director = director.clone();
         Arc::new(move |request: Request| handle(&mut director.lock().expect("director lock"), request))
     };
-    let control = tokio::spawn(server.serve(handler));
-    let sweeper = tokio::spawn(sweep_forever(director.clone()));
-    let refresher = tokio::spawn(refresh_nexthops(director.clone(), resolver, config));
+    let mut tasks = vec![
+        tokio::spawn(server.serve(handler)),
+        tokio::spawn(sweep_forever(director.clone())),
+        tokio::spawn(refresh_nexthops(director.clone(), resolver, resolve_now)),
+        tokio::spawn(autoreload(director.clone())),
+    ];
+    tasks.push(tokio::spawn({
+        let director = director.clone();
+        async move {
+            while let Some(event) = health_events.recv().await {
+                director.lock().expect("director lock").on_health(&event);
+            }
+        }
+    }));
+    tasks.push(tokio::spawn(estimate_forever(director.clone())));
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("director.metrics: cannot listen on {addr}"))?;
+        let source: metrics::Source = {
+            let director = director.clone();
+            Arc::new(move || {
+                director.lock().expect("director lock").snapshot().map(|s| metrics::render(&s))
+            })
+        };
+        info!(%addr, "metrics at http://{addr}{}", metrics::PATH);
+        tasks.push(tokio::spawn(metrics::serve(listener, source)));
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { info!("SIGINT: stopping"); break }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", director.lock().expect("director lock").path.display());
+                let _ = director.lock().expect("director lock").reload();
+            }
+        }
     }
-    for task in [control, sweeper, refresher] {
+    for task in tasks {
         task.abort();
         let _ = task.await;
     }
-    // The last reference: dropping it detaches XDP from every interface, and
-    // the aborted control task has removed the socket file.
+    // Stop the checks, then drop the last reference: that detaches XDP from
+    // every interface, and the aborted control task has removed the socket.
+    director.lock().expect("director lock").monitors.clear();
     drop(director);
     info!("director stopped");
     Ok(())
+}
+
+impl Director {
+    /// The services with their counters, rates and health.
+    fn snapshot(&self) -> Result<Snapshot, String> {
+        let mut s = listing::snapshot(&self.dataplane, self.dataplane.installed())
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        rate::fill_rates(&mut s, &self.estimator);
+        view::fill_health(&mut s, |svc, real| self.real_health(svc, real));
+        Ok(s)
+    }
+
+    fn real_health(&self, svc: &view::ServiceKey, real: &RealView) -> Option<RealHealth> {
+        let service = self
+            .configured
+            .services
+            .iter()
+            .find(|s| s.protocol.to_string() == svc.protocol && s.vip == svc.address)?;
+        let key = (*real.address.ip(), real.address.port());
+        let configured = service.reals.iter().find(|r| real_key(r) == key);
+        if configured.is_none() && service.health.fallback.as_ref().is_some_and(|f| real_key(f) == key) {
+            let check = "none".to_owned();
+            return Some(RealHealth { up: true, check, checks: 0, failures: 0, last_latency_ms: None, last_error: None, fallback: true });
+        }
+        let real = configured?;
+        let Some(checked) = self.monitors.get(&(service_key(service), key)) else {
+            let check = real.check.kind.name().to_owned();
+            return Some(RealHealth { up: true, check, checks: 0, failures: 0, last_latency_ms: None, last_error: None, fallback: false });
+        };
+        let status = checked.monitor.status();
+        Some(RealHealth {
+            up: status.up,
+            check: checked.check.kind.name().to_owned(),
+            checks: status.checks,
+            failures: status.failures,
+            last_latency_ms: status.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+            last_error: status.last_error,
+            fallback: false,
+        })
+    }
+
+    /// Brings the data plane to the configured services as the health
+    /// checks leave them.
+    fn refresh(&mut self) -> Result<Applied, crate::dataplane::Error> {
+        let want = effective::effective(&self.configured.services, &self.states);
+        let applied = self.dataplane.apply(&want, &self.hops)?;
+        if !applied.is_empty() {
+            self.rules = Rules::new(self.dataplane.installed());
+            if applied.reals_added > 0 {
+                self.resolve_now.notify_one();
+            }
+            debug!(?applied, "data plane updated");
+        }
+        Ok(applied)
+    }
+
+    /// Starts a check for every checked real that has none (or whose check
+    /// changed), and stops those of reals that are gone. A real whose check
+    /// is unchanged keeps its task and its state.
+    fn sync_monitors(&mut self) {
+        let mut wanted = HashMap::new();
+        for service in &self.configured.services {
+            for real in service.reals.iter().filter(|r| r.check.kind != config::CheckKind::None) {
+                wanted.insert((service_key(service), real_key(real)), (service, real));
+            }
+        }
+        self.monitors.retain(|key, checked| wanted.get(key).is_some_and(|(_, r)| r.check == checked.check));
+        self.states.retain(|key, _| self.monitors.contains_key(key));
+        for (key, (service, real)) in wanted {
+            if self.monitors.contains_key(&key) {
+                continue;
+            }
+            let target = Target { protocol: service.protocol, vip: service.vip, addr: real.addr, port: real.port };
+            let monitor = Monitor::spawn(target, real.check.clone(), self.events.clone());
+            self.monitors.insert(key, Checked { check: real.check.clone(), monitor });
+        }
+    }
+
+    /// A real's check changed its verdict.
+    fn on_health(&mut self, event: &health::Event) {
+        let key = ((event.target.protocol, event.target.vip), (event.target.addr, event.target.port));
+        // An event from a check stopped in the meantime.
+        if !self.monitors.contains_key(&key) {
+            return;
+        }
+        let before = self.states.get(&key).copied().unwrap_or_default();
+        let after = RealState { up: event.up, weight: event.weight };
+        self.states.insert(key, after);
+        let Some(service) = self.configured.services.iter().find(|s| service_key(s) == key.0).cloned() else {
+            return;
+        };
+        let fallback_before = service.health.fallback.is_some() && !effective::any_up(&service, &with(&self.states, key, before));
+        if let Err(e) = self.refresh() {
+            error!(error = %e, "cannot apply a health change to the data plane");
+        }
+        let (vip, real) = (service.vip.to_string(), format!("{}:{}", event.target.addr, event.target.port));
+        if before.up != after.up {
+            let (hook, word) =
+                if after.up { (&service.health.notify_up, "up") } else { (&service.health.notify_down, "down") };
+            if let Some(command) = hook {
+                health::run_hook(command, &[word.into(), vip.clone(), real.clone(), event.reason.clone()]);
+            }
+        }
+        let fallback_now = service.health.fallback.is_some() && !effective::any_up(&service, &self.states);
+        if fallback_now != fallback_before {
+            if fallback_now {
+                warn!(service = %vip, "every real is down: the fallback serves");
+            } else {
+                info!(service = %vip, "a real is back: the fallback leaves");
+            }
+        }
+        self.check_quorum(&service);
+    }
+
+    /// keepalived's quorum: run `quorum_down` once when the live weight
+    /// drops below `quorum`, and `quorum_up` once when it is back.
+    fn check_quorum(&mut self, service: &config::Service) {
+        if service.health.quorum == 0 {
+            return;
+        }
+        let key = service_key(service);
+        let live = effective::live_weight(service, &self.states);
+        let lost = live < u64::from(service.health.quorum);
+        let args = [service.vip.to_string(), live.to_string(), service.health.quorum.to_string()];
+        if lost && self.quorum_lost.insert(key) {
+            warn!(service = %service.vip, live, quorum = service.health.quorum, "quorum lost");
+            if let Some(command) = &service.health.quorum_down {
+                health::run_hook(command, &args);
+            }
+        } else if !lost && self.quorum_lost.remove(&key) {
+            info!(service = %service.vip, live, quorum = service.health.quorum, "quorum regained");
+            if let Some(command) = &service.health.quorum_up {
+                health::run_hook(command, &args);
+            }
+        }
+    }
+
+    /// Makes `config` the running configuration, if the data plane takes it.
+    fn adopt(&mut self, config: Config) -> Result<(), String> {
+        let previous = std::mem::replace(&mut self.configured, config);
+        if let Err(e) = self.refresh() {
+            self.configured = previous;
+            // Put back what the old configuration installed, as far as the
+            // maps allow (`apply` checks for room before it writes).
+            let _ = self.refresh();
+            return Err(format!("{:#}", anyhow::Error::from(e)));
+        }
+        // A real whose check changed starts over, up.
+        let states = self.states.clone();
+        self.sync_monitors();
+        if states != self.states
+            && let Err(e) = self.refresh()
+        {
+            error!(error = %e, "cannot apply a health change to the data plane");
+        }
+        self.quorum_lost.retain(|k| self.configured.services.iter().any(|s| service_key(s) == *k));
+        for service in self.configured.services.clone() {
+            self.check_quorum(&service);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the file (SIGHUP, autoreload). A file that does not validate
+    /// changes nothing: the director keeps running on what it has.
+    fn reload(&mut self) -> Result<(), String> {
+        self.stamp = FileStamp::read(&self.path);
+        let config = match config::load(&self.path) {
+            Ok(config) => config,
+            Err(e) => {
+                error!(error = %e, "reload refused; keeping the running configuration");
+                return Err(e.to_string());
+            }
+        };
+        if config.interfaces != self.configured.interfaces
+            || config.conn_table_size != self.configured.conn_table_size
+            || config.metrics != self.configured.metrics
+        {
+            warn!("interfaces, conn_table_size and metrics change only on restart; the rest is reloaded");
+        }
+        let mut config = config;
+        config.interfaces.clone_from(&self.configured.interfaces);
+        config.conn_table_size = self.configured.conn_table_size;
+        config.metrics = self.configured.metrics;
+        if config.timeouts != self.configured.timeouts {
+            self.timeouts = config.timeouts;
+        }
+        let before = self.dataplane.installed().to_vec();
+        match self.adopt(config) {
+            Ok(_) => {
+                let after = self.dataplane.installed();
+                info!(
+                    services = after.len(),
+                    reals = after.iter().map(|s| s.real_ids.len()).sum::<usize>(),
+                    unchanged = after.iter().filter(|a| before.iter().any(|b| b.id == a.id && b.real_ids == a.real_ids && b.service == a.service)).count(),
+                    "configuration reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused; keeping the running configuration");
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates an edited configuration exactly as a file, then runs it.
+    fn edit(&mut self, edited: Result<Config, String>) -> Response {
+        let checked = edited.and_then(|c| edit::revalidate(&c));
+        match checked.and_then(|c| self.adopt(c)) {
+            Ok(_) => Response::Done,
+            Err(e) => Response::Error(e),
+        }
+    }
+}
+
+/// `states` with one entry replaced.
+fn with(states: &States, key: (ServiceAddr, RealKey), state: RealState) -> States {
+    let mut copy = states.clone();
+    copy.insert(key, state);
+    copy
 }
 
 fn ifindex(name: &str) -> Option<u32> {
@@ -107,8 +416,12 @@ fn ifindex(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-fn real_addresses(config: &Config) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = config.services.iter().flat_map(|s| s.reals.iter().map(|r| r.addr)).collect();
+/// Every address a real (or a fallback) of these services has.
+fn real_addresses(services: &[config::Service]) -> Vec<Ipv4Addr> {
+    let mut addrs: Vec<Ipv4Addr> = services
+        .iter()
+        .flat_map(|s| s.reals.iter().chain(s.health.fallback.as_ref()).map(|r| r.addr))
+        .collect();
     addrs.sort_unstable();
     addrs.dedup();
     addrs
@@ -128,7 +441,7 @@ async fn resolve_all(resolver: &Resolver, addrs: &[Ipv4Addr], wait: Duration) ->
                     hops.insert(*addr, hop);
                 }
                 Ok(None) => {}
-                Err(e) => warn!(real = %addr, error = %e, "cannot resolve next hop"),
+                Err(e) => debug!(real = %addr, error = %e, "cannot resolve next hop"),
             }
         }
         if hops.len() == addrs.len() || Instant::now() >= deadline {
@@ -138,17 +451,24 @@ async fn resolve_all(resolver: &Resolver, addrs: &[Ipv4Addr], wait: Duration) ->
     }
 }
 
-async fn refresh_nexthops(director: Arc<Mutex<Director>>, resolver: Resolver, config: Config) {
-    let addrs = real_addresses(&config);
+/// Keeps next hops current: every few seconds, and at once when reals were
+/// added (a new real's neighbour may take a moment to resolve).
+async fn refresh_nexthops(director: Arc<Mutex<Director>>, resolver: Resolver, now: Arc<Notify>) {
     loop {
-        tokio::time::sleep(NEXTHOP_INTERVAL).await;
-        let fresh = resolve_all(&resolver, &addrs, Duration::ZERO).await;
+        let urgent = tokio::select! {
+            () = tokio::time::sleep(NEXTHOP_INTERVAL) => false,
+            () = now.notified() => true,
+        };
+        let addrs = real_addresses(&director.lock().expect("director lock").configured.services);
+        let wait = if urgent { Duration::from_secs(2) } else { Duration::ZERO };
+        let fresh = resolve_all(&resolver, &addrs, wait).await;
         let mut d = director.lock().expect("director lock");
         if fresh == d.hops {
             continue;
         }
         let changed: Vec<(u32, Option<NextHop>)> = d
-            .installed
+            .dataplane
+            .installed()
             .iter()
             .flat_map(|s| s.service.reals.iter().zip(&s.real_ids))
             .filter(|(r, _)| fresh.get(&r.addr) != d.hops.get(&r.addr))
@@ -167,13 +487,16 @@ async fn refresh_nexthops(director: Arc<Mutex<Director>>, resolver: Resolver, co
 /// Answers one control request.
 fn handle(d: &mut Director, request: Request) -> Response {
     match request {
-        Request::List => match listing::snapshot(&d.dataplane, &d.installed) {
+        Request::List => match d.snapshot() {
             Ok(s) => Response::Snapshot(s),
-            Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
+            Err(e) => Response::Error(e),
         },
-        Request::Connections => {
-            Response::Connections(listing::connections(&d.dataplane, &d.installed, &d.timeouts, monotonic_ns()))
-        }
+        Request::Connections => Response::Connections(listing::connections(
+            &d.dataplane,
+            d.dataplane.installed(),
+            &d.timeouts,
+            monotonic_ns(),
+        )),
         Request::Timeout => Response::Timeout(d.timeouts),
         Request::SetTimeout { tcp, tcpfin, udp } => {
             if [tcp, tcpfin, udp].iter().any(|t| *t > MAX_TIMEOUT) {
@@ -183,6 +506,27 @@ fn handle(d: &mut Director, request: Request) -> Response {
             info!(tcp = d.timeouts.tcp, tcpfin = d.timeouts.tcpfin, udp = d.timeouts.udp, "timeouts set");
             Response::Timeout(d.timeouts)
         }
+        Request::Service(e) => {
+            let edited = edit::service(&d.configured, &e);
+            d.edit(edited)
+        }
+        Request::Real(e) => {
+            let edited = edit::real(&d.configured, &e);
+            d.edit(edited)
+        }
+        Request::Save => {
+            let mut running = d.configured.clone();
+            running.timeouts = d.timeouts;
+            Response::Saved(config::render(&running))
+        }
+        Request::Reload => match d.reload() {
+            Ok(()) => Response::Done,
+            Err(e) => Response::Error(e),
+        },
+        Request::Zero => match d.dataplane.zero_stats() {
+            Ok(()) => Response::Done,
+            Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),
+        },
     }
 }
 
@@ -202,6 +546,56 @@ async fn sweep_forever(director: Arc<Mutex<Director>>) {
         let swept = sweep::sweep(&mut d.dataplane, &d.rules, &d.timeouts, monotonic_ns());
         if swept != sweep::Swept::default() {
             debug!(?swept, "expired");
+        }
+    }
+}
+
+/// Samples the counters for `--rate`, every 2 s as IPVS's estimator.
+async fn estimate_forever(director: Arc<Mutex<Director>>) {
+    let mut tick = tokio::time::interval(rate::PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut guard = director.lock().expect("director lock");
+        let d = &mut *guard;
+        match listing::snapshot(&d.dataplane, d.dataplane.installed()) {
+            Ok(s) => {
+                d.estimator.sample_snapshot(Instant::now(), &s);
+            }
+            Err(e) => warn!(error = %e, "rate estimator: cannot read the counters"),
+        }
+    }
+}
+
+/// What identifies a version of the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    /// Editors may keep the size and the second; the text decides.
+    hash: u64,
+}
+
+impl FileStamp {
+    fn read(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let text = std::fs::read(path).ok()?;
+        Some(Self { modified: meta.modified().ok(), len: meta.len(), hash: xxhash_rust::xxh3::xxh3_64(&text) })
+    }
+}
+
+/// `autoreload = true`: reload when the file changes.
+async fn autoreload(director: Arc<Mutex<Director>>) {
+    loop {
+        tokio::time::sleep(AUTORELOAD_INTERVAL).await;
+        let mut d = director.lock().expect("director lock");
+        if !d.configured.autoreload {
+            continue;
+        }
+        let now = FileStamp::read(&d.path);
+        if now.is_some() && now != d.stamp {
+            info!(file = %d.path.display(), "the configuration file changed: reloading");
+            let _ = d.reload();
         }
     }
 }

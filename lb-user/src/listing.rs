@@ -12,7 +12,7 @@ use crate::{
     config::{self, Protocol, VirtualAddr},
     dataplane::{self, Dataplane, Installed},
     timeouts::Timeouts,
-    view::{ConnView, RealView, ServiceView, Snapshot, StatsView, sched_flag_names},
+    view::{ConnView, RateView, RealView, ServiceView, Snapshot, StatsView, sched_flag_names},
 };
 
 /// Every service, its reals, their counters (ActiveConn, InActConn and
@@ -45,6 +45,9 @@ pub fn snapshot(dp: &Dataplane, installed: &[Installed]) -> Result<Snapshot, dat
                     inbytes: st.inbytes,
                     outbytes: st.outbytes,
                 },
+                // The director fills these: `rate::fill_rates` and its checker.
+                rate: RateView::default(),
+                health: None,
             });
         }
         services.push(ServiceView {
@@ -55,6 +58,7 @@ pub fn snapshot(dp: &Dataplane, installed: &[Installed]) -> Result<Snapshot, dat
             persistent: s.service.persistence.map(|p| p.timeout),
             netmask: s.service.persistence.map(|p| p.netmask),
             stats: reals.iter().fold(StatsView::default(), |a, r| a + r.stats),
+            rate: RateView::default(),
             reals,
         });
     }

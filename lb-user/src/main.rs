@@ -12,6 +12,8 @@ use lb_user::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
+mod admin;
+
 /// A Linux Virtual Server on XDP.
 #[derive(Parser)]
 #[command(name = "xlvs", version)]
@@ -46,14 +48,22 @@ enum Command {
         /// Persistence templates per real (PersistConn).
         #[arg(long = "persistent-conn", group = "view")]
         persistent_conn: bool,
+        /// Connection, packet and byte rates per second (CPS, InPPS, OutPPS,
+        /// InBPS, OutBPS), estimated as IPVS does.
+        #[arg(long, group = "view")]
+        rate: bool,
+        /// The reals' health checks: state, check, counts, latency and last
+        /// error (not an ipvsadm layout).
+        #[arg(long, group = "view")]
+        health: bool,
         /// The connection entries and persistence templates (`ipvsadm -L -c`).
         #[arg(short = 'c', long = "connection", group = "view")]
         connection: bool,
         /// The tcp, tcpfin and udp idle timeouts.
         #[arg(long, group = "view")]
         timeout: bool,
-        /// Exact numbers, without K/M/G suffixes.
-        #[arg(long)]
+        /// Exact numbers, without K/M/G suffixes (--stats, --rate).
+        #[arg(short = 'X', long)]
         exact: bool,
         /// JSON instead of the ipvsadm layout.
         #[arg(long)]
@@ -72,6 +82,42 @@ enum Command {
         /// The control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+    },
+    /// Add, edit or delete a virtual service, as `ipvsadm -A|-E|-D`.
+    Service(admin::ServiceArgs),
+    /// Add, edit or delete a real server, as `ipvsadm -a|-e|-d`.
+    Real(admin::RealArgs),
+    /// Zero the packet, byte and connection counters, as `ipvsadm -Z`.
+    Zero {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print the running configuration as a config file.
+    Save {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Re-read the config file, as SIGHUP.
+    Reload {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Validate a config file and print it normalized (every effective
+    /// value written out); exit 1 with `file:line: key: message` otherwise.
+    Check {
+        /// The TOML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Convert an ldirectord.cf: the xlvs config on stdout, what could not
+    /// be carried on stderr.
+    ImportLdirectord {
+        /// The ldirectord configuration file.
+        file: PathBuf,
+        /// An interface for `director.interfaces` (repeat for several);
+        /// ldirectord has none, so a placeholder is written without it.
+        #[arg(long)]
+        interface: Vec<String>,
     },
     /// On a real server in tunnel mode: strip the IP-in-IP header of packets
     /// for the given VIPs (runs until SIGINT or SIGTERM).
@@ -97,13 +143,29 @@ fn main() -> std::process::ExitCode {
         Command::Run { config, socket } => {
             runtime().and_then(|rt| rt.block_on(lb_user::director::run(&config, &socket)))
         }
-        Command::List { numeric: _, stats, thresholds, persistent_conn, connection, timeout, exact, json, socket } => {
+        Command::List {
+            numeric: _,
+            stats,
+            thresholds,
+            persistent_conn,
+            rate,
+            health,
+            connection,
+            timeout,
+            exact,
+            json,
+            socket,
+        } => {
             let what = if connection {
                 What::Connections
             } else if timeout {
                 What::Timeout
             } else if stats {
                 What::Services(Layout::Stats { exact })
+            } else if rate {
+                What::Services(Layout::Rate { exact })
+            } else if health {
+                What::Services(Layout::Health)
             } else if thresholds {
                 What::Services(Layout::Thresholds)
             } else if persistent_conn {
@@ -114,6 +176,13 @@ fn main() -> std::process::ExitCode {
             list(&socket, what, json)
         }
         Command::Set { timeout, socket } => set_timeout(&socket, &timeout),
+        Command::Service(args) => admin::service(args),
+        Command::Real(args) => admin::real(args),
+        Command::Zero { socket } => admin::simple(&socket, &Request::Zero),
+        Command::Save { socket } => admin::save(&socket),
+        Command::Reload { socket } => admin::simple(&socket, &Request::Reload),
+        Command::Check { config } => check_config(&config),
+        Command::ImportLdirectord { file, interface } => import_ldirectord(&file, &interface),
         Command::Decap { interface, vip } => runtime().and_then(|rt| rt.block_on(decap(&interface, &vip))),
     };
     match result {
@@ -185,5 +254,25 @@ async fn decap(interface: &str, vips: &[Ipv4Addr]) -> anyhow::Result<()> {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+    Ok(())
+}
+
+/// `xlvs check`: the normalized config, or the first error (its
+/// `file:line: key: message` is the whole message).
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = lb_user::config::load(path)?;
+    print!("{}", lb_user::config::render(&config));
+    Ok(())
+}
+
+/// `xlvs import-ldirectord`: TOML on stdout, so that it can be redirected
+/// to a file, and the notes on stderr.
+fn import_ldirectord(path: &std::path::Path, interfaces: &[String]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let imported = lb_user::ldirectord::import_with(&path.display().to_string(), &text, interfaces)?;
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    print!("{}", imported.toml());
     Ok(())
 }

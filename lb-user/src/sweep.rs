@@ -36,7 +36,14 @@ const NS: u64 = 1_000_000_000;
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     services: HashMap<u32, ServiceRule>,
-    reals: HashMap<u32, (u32, u32)>,
+    reals: HashMap<u32, RealRule>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RealRule {
+    service: u32,
+    u_threshold: u32,
+    l_threshold: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +67,7 @@ impl Rules {
             let lblc_expire_ns = u64::from(s.service.lblc_expire) * NS;
             rules.services.insert(s.id, ServiceRule { persist_timeout_ns, mask, lblc_expire_ns });
             for (real, id) in s.service.reals.iter().zip(&s.real_ids) {
-                rules.reals.insert(*id, (real.u_threshold, real.l_threshold));
+                rules.reals.insert(*id, RealRule { service: s.id, u_threshold: real.u_threshold, l_threshold: real.l_threshold });
             }
         }
         rules
@@ -68,7 +75,15 @@ impl Rules {
 
     /// A real's upper and lower thresholds.
     fn thresholds(&self, real: u32) -> (u32, u32) {
-        self.reals.get(&real).copied().unwrap_or_default()
+        self.reals.get(&real).map_or((0, 0), |r| (r.u_threshold, r.l_threshold))
+    }
+
+    /// Whether a connection's real has left its service (removed by an
+    /// edit, a reload or a failed check): such a connection is dropped by
+    /// the data plane and removed at once by the sweeper, as IPVS's
+    /// `expire_nodest_conn`.
+    fn stale(&self, conn: &Conn) -> bool {
+        self.reals.get(&conn.real).is_none_or(|r| r.service != conn.service)
     }
 }
 
@@ -159,6 +174,10 @@ pub struct Swept {
     pub replies: usize,
     pub templates: usize,
     pub cache_entries: usize,
+    /// Connections removed because their real left the service.
+    pub stale: usize,
+    /// Ids of removed reals freed for reuse.
+    pub released: usize,
 }
 
 /// One pass over the data plane's tables at `now` (CLOCK_MONOTONIC ns, the
@@ -168,6 +187,16 @@ pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now:
     let entries = dataplane.connections();
     let mut removed = HashSet::new();
     for (key, conn) in &entries {
+        if conn.flags & CONN_F_REPLY == 0 && rules.stale(conn) {
+            if let Some(fresh) = dataplane.connection(key)
+                && dataplane.remove_connection(key)
+            {
+                dataplane.shared_counters().unbind(fresh.real, fresh.flags & CONN_F_INACTIVE != 0, 0, 0);
+                removed.insert(*key);
+                swept.stale += 1;
+            }
+            continue;
+        }
         if !client_expired(key, conn, now, timeouts) {
             continue;
         }
@@ -191,12 +220,19 @@ pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now:
     }
 
     let live = live_networks(entries.iter().filter(|(k, _)| !removed.contains(k)).map(|(k, c)| (k, c)), rules);
+    // The real ids something still refers to: a removed real's id is
+    // reused only once none does.
+    let mut referenced: HashSet<u32> =
+        entries.iter().filter(|(k, _)| !removed.contains(k)).map(|(_, c)| c.real).collect();
     for (key, template) in dataplane.templates() {
         if template_expired(&key, &template, now, rules, &live) && dataplane.remove_template(&key) {
             dataplane.shared_counters().release_template(template.real);
             swept.templates += 1;
+        } else {
+            referenced.insert(template.real);
         }
     }
+    swept.released = dataplane.release_retired(&referenced);
 
     for key in expired_cache(&dataplane.lblc_entries(), now, rules) {
         swept.cache_entries += usize::from(dataplane.remove_lblc(&key));

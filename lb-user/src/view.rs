@@ -41,6 +41,26 @@ pub struct ServiceView {
     pub reals: Vec<RealView>,
     /// The sum over the service's reals.
     pub stats: StatsView,
+    /// The service's rates, estimated from `stats` as IPVS does
+    /// (`crate::rate`); zero until the director has estimated them.
+    #[serde(default)]
+    pub rate: RateView,
+}
+
+impl ServiceView {
+    /// What names this service across snapshots.
+    #[must_use]
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey { protocol: self.protocol.clone(), address: self.address }
+    }
+}
+
+/// A service's identity: its protocol and address, as ipvsadm names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// "tcp" or "udp".
+    pub protocol: String,
+    pub address: VirtualAddr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +84,53 @@ pub struct RealView {
     #[serde(default)]
     pub overloaded: bool,
     pub stats: StatsView,
+    /// The real's rates, estimated from `stats` as IPVS does.
+    #[serde(default)]
+    pub rate: RateView,
+    /// What the health checks say; `None` when the director has no checker
+    /// for this real.
+    #[serde(default)]
+    pub health: Option<RealHealth>,
+}
+
+/// The health of one real, as `xlvs list --health` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RealHealth {
+    /// Up: the scheduler may give it new connections.
+    pub up: bool,
+    /// The check's type name (`connect`, `http`, ..., `none`).
+    pub check: String,
+    /// Checks run since the director started.
+    #[serde(default)]
+    pub checks: u64,
+    /// Checks failed since the director started.
+    #[serde(default)]
+    pub failures: u64,
+    /// How long the last check took, in milliseconds.
+    #[serde(default)]
+    pub last_latency_ms: Option<f64>,
+    /// Why the last failed check failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// This real is the service's fallback (sorry server), in the table only
+    /// while every other real is down.
+    #[serde(default)]
+    pub fallback: bool,
+}
+
+// A latency is a measured duration, never NaN, so equality is reflexive and
+// `Snapshot` (and the control protocol's `Response`) can stay `Eq`.
+impl Eq for RealHealth {}
+
+/// Sets the `health` of every real of `snapshot` to what `health` says of
+/// it (given its service and the real as listed).
+pub fn fill_health(snapshot: &mut Snapshot, mut health: impl FnMut(&ServiceKey, &RealView) -> Option<RealHealth>) {
+    for service in &mut snapshot.services {
+        let key = service.key();
+        for real in &mut service.reals {
+            real.health = health(&key, real);
+        }
+    }
 }
 
 /// One row of `xlvs list -c`: a connection, or a persistence template.
@@ -113,6 +180,17 @@ pub struct StatsView {
     pub outbytes: u64,
 }
 
+/// Per-second rates, as ipvsadm's `--rate` shows them: connections,
+/// packets and bytes, in and out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateView {
+    pub cps: u64,
+    pub inpps: u64,
+    pub outpps: u64,
+    pub inbps: u64,
+    pub outbps: u64,
+}
+
 impl std::ops::Add for StatsView {
     type Output = Self;
     fn add(self, o: Self) -> Self {
@@ -137,6 +215,11 @@ pub enum Layout {
     Thresholds,
     /// Weight, PersistConn, ActiveConn, InActConn.
     PersistentConn,
+    /// CPS, InPPS, OutPPS, InBPS, OutBPS.
+    Rate { exact: bool },
+    /// Not ipvsadm's: the default layout with each real's health after its
+    /// counters (`xlvs list --health`).
+    Health,
 }
 
 fn forward_label(forward: &str) -> &'static str {
@@ -181,26 +264,61 @@ fn stats_columns(out: &mut String, s: &StatsView, exact: bool) {
     }
 }
 
-/// Renders a snapshot like `ipvsadm -L -n`: services sorted by protocol,
+/// The columns `--health` adds after a real's InActConn, in the default
+/// layout's style (left-aligned, fixed widths); the last error, unpadded,
+/// ends the line.
+const HEALTH_COLUMNS: &str = "Health   Check    Checks     Fails      Latency    LastError";
+
+fn health_columns(out: &mut String, health: Option<&RealHealth>) {
+    let Some(h) = health else {
+        let _ = write!(out, " {:<8} {:<8} {:<10} {:<10} {:<10} -", "-", "-", "-", "-", "-");
+        return;
+    };
+    let state = if h.fallback {
+        "fallback"
+    } else if h.up {
+        "up"
+    } else {
+        "down"
+    };
+    let latency = h.last_latency_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms"));
+    // One line per real, whatever the checker's message holds.
+    let error = h.last_error.as_deref().map_or_else(|| "-".to_owned(), |e| e.replace(char::is_control, " "));
+    let _ = write!(out, " {state:<8} {:<8} {:<10} {:<10} {latency:<10} {error}", h.check, h.checks, h.failures);
+}
+
+/// Renders a snapshot like `ipvsadm -L -n` (ipvsadm 1.31's
+/// `print_title` and `print_service_entry`): services sorted by protocol,
 /// address and port, and reals by address and port.
 #[must_use]
 pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", snapshot.conn_table_size);
-    out.push_str(match layout {
-        Layout::Default => {
-            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+    // The titles are ipvsadm's `"%-33s %8s %8s %8s %8s %8s"` and
+    // `"%-33s %-10s ..."` over "Prot LocalAddress:Port".
+    match layout {
+        Layout::Default => out.push_str(
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+        ),
+        Layout::Stats { .. } => out.push_str(
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n",
+        ),
+        Layout::Rate { .. } => out.push_str(
+            "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  -> RemoteAddress:Port\n",
+        ),
+        Layout::Thresholds => out.push_str(
+            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn\n  -> RemoteAddress:Port\n",
+        ),
+        Layout::PersistentConn => out.push_str(
+            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn\n  -> RemoteAddress:Port\n",
+        ),
+        Layout::Health => {
+            let _ = writeln!(
+                out,
+                "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  {HEALTH_COLUMNS}"
+            );
         }
-        Layout::Stats { .. } => {
-            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n"
-        }
-        Layout::Thresholds => {
-            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn\n  -> RemoteAddress:Port\n"
-        }
-        Layout::PersistentConn => {
-            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn\n  -> RemoteAddress:Port\n"
-        }
-    });
+    }
     let mut services: Vec<&ServiceView> = snapshot.services.iter().collect();
     services.sort_by_key(|s| (protocol_label(&s.protocol), s.address.addr, s.address.port, s.address.prefix_len));
     for service in services {
@@ -209,6 +327,14 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
             Layout::Stats { exact } => {
                 let _ = write!(out, "{name:<33}");
                 stats_columns(&mut out, &service.stats, exact);
+                out.push('\n');
+            }
+            Layout::Rate { exact } => {
+                let _ = write!(out, "{name:<33}");
+                let r = &service.rate;
+                for n in [r.cps, r.inpps, r.outpps, r.inbps, r.outbps] {
+                    largenum(&mut out, n, exact);
+                }
                 out.push('\n');
             }
             // Every other layout prints the service as the default one does.
@@ -236,6 +362,16 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
                     stats_columns(&mut out, &real.stats, exact);
                     writeln!(out)
                 }
+                Layout::Rate { exact } => {
+                    // ipvsadm prints a real's CPS and PPS with a plain
+                    // `%8llu` (never a suffix) and only its BPS through
+                    // print_largenum, unlike the service line.
+                    let r = &real.rate;
+                    let _ = write!(out, "  -> {address:<28} {:>8} {:>8} {:>8}", r.cps, r.inpps, r.outpps);
+                    largenum(&mut out, r.inbps, exact);
+                    largenum(&mut out, r.outbps, exact);
+                    writeln!(out)
+                }
                 Layout::Thresholds => writeln!(
                     out,
                     "  -> {address:<28} {:<10} {:<10} {:<10} {:<10}",
@@ -246,6 +382,18 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
                     "  -> {address:<28} {:<9} {:<11} {:<10} {:<10}",
                     real.weight, real.persistent_conns, real.active, real.inactive
                 ),
+                Layout::Health => {
+                    let _ = write!(
+                        out,
+                        "  -> {address:<28} {:<7} {:<6} {:<10} {:<10}",
+                        forward_label(&real.forward),
+                        real.weight,
+                        real.active,
+                        real.inactive
+                    );
+                    health_columns(&mut out, real.health.as_ref());
+                    writeln!(out)
+                }
             };
         }
     }
@@ -275,7 +423,15 @@ pub fn render_connections(conns: &[ConnView]) -> String {
     out.push_str("pro expire state       source             virtual            destination\n");
     let mut rows: Vec<&ConnView> = conns.iter().collect();
     rows.sort_by_key(|c| {
-        (protocol_label(&c.protocol), c.vip.addr, c.vip.port, c.vip.prefix_len, *c.source.ip(), c.source.port(), c.template)
+        (
+            protocol_label(&c.protocol),
+            c.vip.addr,
+            c.vip.port,
+            c.vip.prefix_len,
+            *c.source.ip(),
+            c.source.port(),
+            c.template,
+        )
     });
     for c in rows {
         let expire = format!("{:02}:{:02}", c.expire / 60, c.expire % 60);
@@ -314,6 +470,8 @@ mod tests {
             l_threshold: 0,
             overloaded: false,
             stats: stats(c),
+            rate: RateView::default(),
+            health: None,
         }
     }
 
@@ -331,6 +489,7 @@ mod tests {
             netmask: None,
             reals,
             stats: stats(conns),
+            rate: RateView::default(),
         }
     }
 
@@ -427,6 +586,130 @@ UDP  10.100.0.100:53 rr
         assert_eq!(lines[2], "  -> RemoteAddress:Port");
         assert_eq!(lines[6], "TCP  10.100.0.100:80                     4       24       20     1600     2400");
         assert_eq!(lines[7], "  -> 10.0.1.11:8080                      3       18       15     1200     1800");
+    }
+
+    /// `snapshot()` with rates on the TCP :80 service and its reals.
+    fn with_rates() -> Snapshot {
+        let mut snap = snapshot();
+        let svc = &mut snap.services[1];
+        svc.rate = RateView { cps: 12, inpps: 345, outpps: 300, inbps: 123_456_789, outbps: 98_765 };
+        svc.reals[0].rate = RateView { cps: 123_456_789, inpps: 5, outpps: 4, inbps: 1_234_567_890, outbps: 0 };
+        svc.reals[1].rate = RateView { cps: 7, inpps: 200, outpps: 180, inbps: 80_000, outbps: 60_000 };
+        snap
+    }
+
+    #[test]
+    fn rate_layout_matches_ipvsadm() {
+        // ipvsadm 1.31: the service's five rates through print_largenum, a
+        // real's CPS, InPPS and OutPPS as plain `%8llu` (no suffix, however
+        // large) and only its InBPS and OutBPS through print_largenum.
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  10.100.0.9:80                       0        0        0        0        0
+  -> 10.0.1.2:80                         0        0        0        0        0
+  -> 10.0.1.13:80                        0        0        0        0        0
+TCP  10.100.0.100:80                    12      345      300  123456K    98765
+  -> 10.0.1.11:8080                      7      200      180    80000    60000
+  -> 10.0.1.12:8080               123456789        5        4    1234M        0
+UDP  10.100.0.100:53                     0        0        0        0        0
+  -> 10.0.1.11:53                        0        0        0        0        0
+";
+        assert_eq!(render(&with_rates(), Layout::Rate { exact: false }), expected);
+        let exact = render(&with_rates(), Layout::Rate { exact: true });
+        let lines: Vec<&str> = exact.lines().collect();
+        assert_eq!(lines[6], "TCP  10.100.0.100:80                    12      345      300 123456789    98765");
+        assert_eq!(lines[8], "  -> 10.0.1.12:8080               123456789        5        4 1234567890        0");
+        assert_eq!(lines[7], "  -> 10.0.1.11:8080                      7      200      180    80000    60000");
+    }
+
+    #[test]
+    fn exact_stats_print_every_digit() {
+        let mut snap = snapshot();
+        snap.services[1].stats.inbytes = 12_345_678_901;
+        let text = render(&snap, Layout::Stats { exact: false });
+        assert_eq!(
+            text.lines().nth(6),
+            Some("TCP  10.100.0.100:80                     4       24       20   12345M     2400")
+        );
+        let text = render(&snap, Layout::Stats { exact: true });
+        assert_eq!(
+            text.lines().nth(6),
+            Some("TCP  10.100.0.100:80                     4       24       20 12345678901     2400")
+        );
+    }
+
+    #[test]
+    fn health_layout_follows_each_real_with_its_checks() {
+        let mut snap = snapshot();
+        let health = |up, check: &str, checks, failures, latency, error: Option<&str>| {
+            Some(RealHealth {
+                up,
+                check: check.into(),
+                checks,
+                failures,
+                last_latency_ms: latency,
+                last_error: error.map(Into::into),
+                fallback: false,
+            })
+        };
+        snap.services[1].reals[1].health = health(true, "http", 120, 2, Some(1.34), None);
+        snap.services[1].reals[0].health =
+            health(false, "http", 120, 17, None, Some("connection refused\n(os error 111)"));
+        snap.services[2].reals[0].health = health(true, "none", 0, 0, None, None);
+        snap.services[2].reals[0].health.as_mut().unwrap().fallback = true;
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn  Health   Check    Checks     Fails      Latency    LastError
+TCP  10.100.0.9:80 rr
+  -> 10.0.1.2:80                  Tunnel  0      0          0          -        -        -          -          -          -
+  -> 10.0.1.13:80                 Route   1      0          0          fallback none     0          0          -          -
+TCP  10.100.0.100:80 rr
+  -> 10.0.1.11:8080               Masq    1      0          3          up       http     120        2          1.3ms      -
+  -> 10.0.1.12:8080               Masq    2      1          0          down     http     120        17         -          connection refused (os error 111)
+UDP  10.100.0.100:53 rr
+  -> 10.0.1.11:53                 Masq    1      0          2          -        -        -          -          -          -
+";
+        assert_eq!(render(&snap, Layout::Health), expected);
+        // The same health, set through fill_health as the director would.
+        let by_real: std::collections::HashMap<(ServiceKey, SocketAddrV4), RealHealth> = snap
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().filter_map(|r| Some(((s.key(), r.address), r.health.clone()?))))
+            .collect();
+        let mut filled = snapshot();
+        fill_health(&mut filled, |service, real| by_real.get(&(service.clone(), real.address)).cloned());
+        assert_eq!(filled, snap);
+        // The ipvsadm layouts do not change.
+        assert_eq!(render(&snap, Layout::Default), render(&snapshot(), Layout::Default));
+
+        let json = serde_json::to_value(&snap).unwrap();
+        let real = &json["services"][1]["reals"][0];
+        assert_eq!(real["health"]["up"], false);
+        assert_eq!(real["health"]["last_error"], "connection refused\n(os error 111)");
+        assert_eq!(json["services"][0]["reals"][0]["health"], serde_json::Value::Null);
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn json_carries_rates_and_reads_snapshots_without_them() {
+        let json = serde_json::to_value(with_rates()).unwrap();
+        assert_eq!(json["services"][1]["rate"]["inbps"], 123_456_789);
+        assert_eq!(json["services"][1]["reals"][0]["rate"]["cps"], 123_456_789);
+        // A snapshot from a director that knows no rates or health.
+        let mut old = json;
+        for service in old["services"].as_array_mut().unwrap() {
+            service.as_object_mut().unwrap().remove("rate");
+            for real in service["reals"].as_array_mut().unwrap() {
+                real.as_object_mut().unwrap().remove("rate");
+                real.as_object_mut().unwrap().remove("health");
+            }
+        }
+        let back: Snapshot = serde_json::from_value(old).unwrap();
+        assert_eq!(back, snapshot());
     }
 
     #[test]

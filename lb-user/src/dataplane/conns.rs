@@ -156,6 +156,16 @@ impl SharedCounters {
         }
     }
 
+    /// Zeroes a real's counters, for an id that is handed to a new real
+    /// (nothing refers to the old one any more).
+    pub fn clear(&self, real: u32) {
+        for field in [Field::Active, Field::Inactive, Field::Persist, Field::Overloaded] {
+            if let Some(word) = self.word(real, field) {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A persistence template naming `real` has been removed.
     pub fn release_template(&self, real: u32) {
         if let Some(persist) = self.word(real, Field::Persist) {

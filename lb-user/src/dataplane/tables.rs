@@ -33,8 +33,10 @@ fn scan_order(service: &config::Service) -> impl Iterator<Item = &config::Real> 
 
 /// Builds the scheduler's tables, as IPVS's `init_service` and
 /// `add_dest` callbacks would after adding the reals in config order.
+/// `last_weights` are mh's last non-zero weights of the reals, in config
+/// order (`mh_last_weight`): a quiesced real keeps its share of the table.
 #[must_use]
-pub fn sched_tables(service: &config::Service) -> SchedTables {
+pub fn sched_tables(service: &config::Service, last_weights: &[u32]) -> SchedTables {
     let weights: Vec<u32> = scan_order(service).map(|r| r.weight).collect();
     let mut tables = SchedTables { state: SchedState::default(), buckets: None, maglev: None };
     match service.scheduler {
@@ -50,14 +52,17 @@ pub fn sched_tables(service: &config::Service) -> SchedTables {
             tables.buckets = Some(b);
         }
         Scheduler::Mh => {
-            // A real's last non-zero weight decides its share of the table
-            // (`mh_last_weight`), so that a quiesced real keeps its slots.
-            // The reals are only ever installed whole, each as if just added,
-            // so its last weight is its configured weight; a later edit path
-            // must carry the previous one through `mh_last_weight`.
-            let reals: Vec<MhReal> = scan_order(service)
-                .map(|r| MhReal { addr: v4_addr(r.addr.octets()), port: r.port.to_be(), last_weight: r.weight })
+            let mut reals: Vec<MhReal> = service
+                .reals
+                .iter()
+                .enumerate()
+                .map(|(i, r)| MhReal {
+                    addr: v4_addr(r.addr.octets()),
+                    port: r.port.to_be(),
+                    last_weight: last_weights.get(i).copied().unwrap_or(r.weight),
+                })
                 .collect();
+            reals.reverse();
             let mut table = Box::<MaglevTable>::default();
             mh_build(&reals, AF_INET, &mut table.reals);
             tables.maglev = Some(table);
@@ -154,17 +159,22 @@ mod tests {
         }
     }
 
+    /// An mh real's last weight is its weight when it was just added.
+    fn weights(w: &[u32]) -> Vec<u32> {
+        w.to_vec()
+    }
+
     #[test]
     fn wrr_state_is_built_over_the_scan_order() {
         // A=4, B=3, C=2 in config order: gcd 1, max 4.
-        let t = sched_tables(&service(Scheduler::Wrr, &[4, 3, 2]));
+        let t = sched_tables(&service(Scheduler::Wrr, &[4, 3, 2]), &weights(&[4, 3, 2]));
         assert_eq!(t.state, SchedState { cursor: 0, cw: 4, mw: 4, di: 1 });
-        let t = sched_tables(&service(Scheduler::Wrr, &[4, 0, 2]));
+        let t = sched_tables(&service(Scheduler::Wrr, &[4, 0, 2]), &weights(&[4, 0, 2]));
         assert_eq!((t.state.di, t.state.mw), (2, 3));
         assert!(t.buckets.is_none() && t.maglev.is_none());
         // rr and the count-based schedulers start from a zero state.
         for s in [Scheduler::Rr, Scheduler::Wlc, Scheduler::Lblcr, Scheduler::Nq] {
-            let t = sched_tables(&service(s, &[4, 3, 2]));
+            let t = sched_tables(&service(s, &[4, 3, 2]), &weights(&[4, 3, 2]));
             assert_eq!(t.state, SchedState::default());
             assert!(t.buckets.is_none() && t.maglev.is_none());
         }
@@ -172,25 +182,25 @@ mod tests {
 
     #[test]
     fn dh_and_sh_buckets_hold_scan_indexes() {
-        let dh = sched_tables(&service(Scheduler::Dh, &[5, 1, 1])).buckets.unwrap();
+        let dh = sched_tables(&service(Scheduler::Dh, &[5, 1, 1]), &weights(&[5, 1, 1])).buckets.unwrap();
         assert_eq!(dh.reals[..4], [0, 1, 2, 0]);
         // sh over scan order C(1), B(2), A(3): weights take consecutive
         // buckets, so scan index 2 (the first real in the file) gets three.
-        let sh = sched_tables(&service(Scheduler::Sh, &[3, 2, 1])).buckets.unwrap();
+        let sh = sched_tables(&service(Scheduler::Sh, &[3, 2, 1]), &weights(&[3, 2, 1])).buckets.unwrap();
         assert_eq!(sh.reals[..8], [0, 1, 1, 2, 2, 2, 0, 1]);
-        let empty = sched_tables(&service(Scheduler::Sh, &[])).buckets.unwrap();
+        let empty = sched_tables(&service(Scheduler::Sh, &[]), &weights(&[])).buckets.unwrap();
         assert!(empty.reals.iter().all(|&b| b == NO_REAL));
     }
 
     #[test]
     fn maglev_shares_follow_weights_in_scan_order() {
-        let t = sched_tables(&service(Scheduler::Mh, &[1, 1, 2])).maglev.unwrap();
+        let t = sched_tables(&service(Scheduler::Mh, &[1, 1, 2]), &weights(&[1, 1, 2])).maglev.unwrap();
         let count = |i| t.reals.iter().filter(|&&r| r == i).count();
         assert_eq!(count(0) + count(1) + count(2), MH_TAB_SIZE);
         // Scan index 0 is the last real in the file, the one of weight 2.
         assert!(count(0) > count(1) + count(1) / 2, "{} {} {}", count(0), count(1), count(2));
         // A weight-0 real added as such gets no slots.
-        let t = sched_tables(&service(Scheduler::Mh, &[1, 0])).maglev.unwrap();
+        let t = sched_tables(&service(Scheduler::Mh, &[1, 0]), &weights(&[1, 0])).maglev.unwrap();
         assert!(t.reals.iter().all(|&r| r == 1));
     }
 
