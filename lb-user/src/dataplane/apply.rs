@@ -413,10 +413,33 @@ impl Dataplane {
         free.len()
     }
 
-    /// Whether a real id belongs to a service now (not retired or free).
+    /// Whether a real id is retired: out of its service, waiting until
+    /// nothing counts on it.
     #[must_use]
     pub fn is_retired(&self, real: u32) -> bool {
         self.ids.retired.contains(&real)
+    }
+
+    /// `REALS[id]` as the data plane sees it.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn real_entry(&self, id: u32) -> Result<lb_common::Real, Error> {
+        self.reals.get(&id, 0).map_err(map_err(MAP_REALS))
+    }
+
+    /// `SCHED_STATE[id]` of a service.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn sched_state(&self, service: u32) -> Result<lb_common::SchedState, Error> {
+        self.sched_state.get(&service, 0).map_err(map_err(MAP_SCHED_STATE))
+    }
+
+    /// The `SERVICES` value of a single-VIP service, if installed.
+    #[must_use]
+    pub fn service_entry(&self, service: &config::Service) -> Option<lb_common::Service> {
+        self.services.get(&tables::service_key(service), 0).ok()
     }
 }
 
