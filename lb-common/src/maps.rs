@@ -144,6 +144,10 @@ impl Default for ServiceReals {
 /// `Real::flags`: the controller has resolved the next hop towards the real
 /// (`ifindex`, `smac`, `dmac`, `tun_saddr` are valid).
 pub const REAL_F_NEXTHOP: u32 = 1;
+/// `Real::flags`: the real is an address of the director itself (IPVS's
+/// Local forwarding, ldirectord's `fallback=127.0.0.1:80`): its packets go to
+/// the kernel unchanged, for a local server on the VIP or a wildcard address.
+pub const REAL_F_LOCAL: u32 = 2;
 
 /// Value of `REALS` (an array indexed by real id).
 #[repr(C)]
@@ -399,7 +403,10 @@ pub mod counter {
     /// A tail call to or back from a scheduler program failed (a program
     /// missing from `SCHEDULERS`): the new connection's packet is dropped.
     pub const DROP_SCHED_CALL: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// A packet for a real that is the director itself: handed to the
+    /// kernel unchanged.
+    pub const PASS_LOCAL: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -419,6 +426,7 @@ pub mod counter {
         "conn_insert_fail",
         "decap",
         "drop_sched_call",
+        "pass_local",
     ];
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
-    REAL_F_NEXTHOP, Real, counter, csum,
+    REAL_F_LOCAL, REAL_F_NEXTHOP, Real, counter, csum,
     net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at},
     tcp_state::Direction,
 };
@@ -40,6 +40,9 @@ fn send(ctx: &XdpContext, ifindex: u32) -> u32 {
 #[inline(always)]
 pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 {
     account(real_id, u64::from(flow.ip_len), true);
+    if real.flags & REAL_F_LOCAL != 0 {
+        return verdict(counter::PASS_LOCAL, XDP_PASS);
+    }
     match real.forward {
         FWD_NAT => nat_in(ctx, flow, real),
         FWD_DR => direct(ctx, real),

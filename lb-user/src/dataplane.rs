@@ -13,7 +13,7 @@ use lb_common::{
     AF_INET, AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
     MAP_DECAP_VIPS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
     MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
-    MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
+    MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
     ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry, v4_addr,
 };
 
@@ -275,12 +275,17 @@ fn apply_nexthop(real: &mut Real, hop: Option<&NextHop>) {
     match hop {
         Some(hop) => {
             real.flags |= REAL_F_NEXTHOP;
+            if hop.local {
+                real.flags |= REAL_F_LOCAL;
+            } else {
+                real.flags &= !REAL_F_LOCAL;
+            }
             real.ifindex = hop.ifindex;
             real.smac = hop.smac;
             real.dmac = hop.dmac;
             real.tun_saddr = v4_addr(hop.src.octets());
         }
-        None => real.flags &= !REAL_F_NEXTHOP,
+        None => real.flags &= !(REAL_F_NEXTHOP | REAL_F_LOCAL),
     }
 }
 

@@ -30,7 +30,12 @@ pub fn snapshot(dp: &Dataplane, installed: &[Installed]) -> Result<Snapshot, dat
             let conns = dp.real_conns(*id);
             reals.push(RealView {
                 address: SocketAddrV4::new(real.addr, real.port),
-                forward: real.forward.to_string(),
+                // ipvsadm shows a real that is the director itself as Local.
+                forward: if dp.real_entry(*id).is_ok_and(|e| e.flags & lb_common::REAL_F_LOCAL != 0) {
+                    "local".to_owned()
+                } else {
+                    real.forward.to_string()
+                },
                 weight: real.weight,
                 active: conns.active,
                 inactive: conns.inactive,

@@ -10,7 +10,7 @@ use netlink_packet_route::{
     AddressFamily,
     link::LinkAttribute,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-    route::{RouteAddress, RouteAttribute},
+    route::{RouteAddress, RouteAttribute, RouteType},
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -21,6 +21,9 @@ pub struct NextHop {
     pub dmac: [u8; 6],
     /// The director's preferred source address towards the real.
     pub src: Ipv4Addr,
+    /// The real is one of the director's own addresses (a local route):
+    /// its packets go to the kernel, as IPVS's Local forwarding.
+    pub local: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +73,12 @@ impl Resolver {
             }
         }
         let Some(ifindex) = ifindex else { return Ok(None) };
+        if route.header.kind == RouteType::Local {
+            return Ok(Some(NextHop { ifindex, smac: [0; 6], dmac: [0; 6], src: dst, local: true }));
+        }
         let Some(smac) = self.link_mac(ifindex).await? else { return Ok(None) };
         match self.neighbour_mac(ifindex, gateway).await? {
-            Some(dmac) => Ok(Some(NextHop { ifindex, smac, dmac, src })),
+            Some(dmac) => Ok(Some(NextHop { ifindex, smac, dmac, src, local: false })),
             None => {
                 poke(gateway);
                 Ok(None)

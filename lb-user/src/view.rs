@@ -227,6 +227,7 @@ fn forward_label(forward: &str) -> &'static str {
         "nat" => "Masq",
         "tun" => "Tunnel",
         "dr" => "Route",
+        "local" => "Local",
         _ => "?",
     }
 }

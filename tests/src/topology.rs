@@ -351,39 +351,116 @@ impl Topology {
     /// and 80, UDP 8080 and 53) and waits until each has bound its sockets.
     /// The processes belong to the topology and stop when it drops.
     pub fn start_realservers(&mut self) -> Result<()> {
-        let bin = realserver_bin()?;
-        for r in &self.reals {
-            let mut cmd = r.ns.command(&bin);
-            cmd.args(["--name", &r.name]);
-            for p in REAL_TCP_PORTS {
-                cmd.args(["--tcp", &format!("0.0.0.0:{p}")]);
-            }
-            for p in REAL_UDP_PORTS {
-                cmd.args(["--udp", &format!("0.0.0.0:{p}")]);
-            }
-            cmd.stdout(Stdio::piped());
-            let mut proc =
-                Proc::spawn(&format!("realserver {} (in {})", r.name, r.ns.name()), cmd)?;
-            let stdout = proc
-                .child_mut()
-                .stdout
-                .take()
-                .context("realserver stdout")?;
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            let desc = proc.desc().to_string();
-            self.procs.push(proc);
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(line) if line.trim() == "READY" => {}
-                Ok(line) => bail!("{desc} did not start (said {:?})", line.trim()),
-                Err(_) => bail!("{desc} did not report READY within 10 s"),
-            }
+        self.start_realservers_with(&[])
+    }
+
+    /// [`Topology::start_realservers`] with more `realserver` arguments for
+    /// every real (e.g. `["--page", "/index.html=It Works!"]`).
+    pub fn start_realservers_with(&mut self, extra: &[&str]) -> Result<()> {
+        for i in 0..self.reals.len() {
+            self.start_realserver(i, extra)?;
         }
         Ok(())
+    }
+
+    /// Starts the realserver of real `index` (0-based: real1 is 0) as
+    /// [`Topology::start_realservers`] does, with `extra` arguments, and
+    /// waits for it to be ready. Fails if it is already running.
+    pub fn start_realserver(&mut self, index: usize, extra: &[&str]) -> Result<()> {
+        let r = self.reals.get(index).context("no such real")?;
+        let (ns_name, name) = (r.ns.name().to_string(), r.name.clone());
+        let mut args: Vec<String> = Vec::new();
+        for p in REAL_TCP_PORTS {
+            args.extend(["--tcp".into(), format!("0.0.0.0:{p}")]);
+        }
+        for p in REAL_UDP_PORTS {
+            args.extend(["--udp".into(), format!("0.0.0.0:{p}")]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.start_server(&ns_name, &name, &args)
+    }
+
+    /// Stops (SIGTERM, by PID) the realserver of real `index` started by
+    /// this topology; its listening sockets close, so connects are refused.
+    pub fn stop_realserver(&mut self, index: usize) -> Result<()> {
+        let r = self.reals.get(index).context("no such real")?;
+        let (ns_name, name) = (r.ns.name().to_string(), r.name.clone());
+        self.stop_server(&ns_name, &name)
+    }
+
+    /// Starts `realserver --name NAME ARGS...` in lab namespace `ns_name`
+    /// (any host: a real or one added with [`Topology::add_host`]) and waits
+    /// for its READY line. It belongs to the topology; at most one server
+    /// of a name runs per namespace.
+    pub fn start_server(&mut self, ns_name: &str, name: &str, args: &[&str]) -> Result<()> {
+        let desc = server_desc(name, ns_name);
+        if self.procs.iter().any(|p| p.desc() == desc) {
+            bail!("{desc} is already running");
+        }
+        let ns = self.ns(ns_name).context("not a host of this lab")?;
+        let bin = realserver_bin()?;
+        let mut cmd = ns.command(&bin);
+        cmd.args(["--name", name]).args(args);
+        cmd.stdout(Stdio::piped());
+        let mut proc = Proc::spawn(&desc, cmd)?;
+        let stdout = proc
+            .child_mut()
+            .stdout
+            .take()
+            .context("realserver stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        self.procs.push(proc);
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.trim() == "READY" => Ok(()),
+            Ok(line) => bail!("{desc} did not start (said {:?})", line.trim()),
+            Err(_) => bail!("{desc} did not report READY within 10 s"),
+        }
+    }
+
+    /// Stops the server [`Topology::start_server`] (or
+    /// [`Topology::start_realservers`]) started as `name` in `ns_name`, and
+    /// waits for it to exit.
+    pub fn stop_server(&mut self, ns_name: &str, name: &str) -> Result<()> {
+        let desc = server_desc(name, ns_name);
+        let i = self
+            .procs
+            .iter()
+            .position(|p| p.desc() == desc)
+            .with_context(|| format!("{desc} is not running"))?;
+        let mut proc = self.procs.remove(i);
+        proc.stop()?;
+        Ok(())
+    }
+
+    /// Adds host `<prefix>-<role>` on the int segment at `ip`, set up as
+    /// the reals are: default route via the director, the DR and TUN VIPs
+    /// on `lo`, ARP answered only for eth0's own address. Returns the
+    /// namespace's name. Start a server in it with
+    /// [`Topology::start_server`].
+    pub fn add_real_host(&mut self, role: &str, ip: &str) -> Result<String> {
+        let name = self.add_host(role)?.name().to_string();
+        self.connect(&name, Segment::Int, "eth0", &format!("{ip}/24"))?;
+        let ns = self.ns(&name).expect("just added");
+        ns.ip(&["route", "add", "default", "via", DIRECTOR_INT_IP])?;
+        for vip in [VIP_DR, VIP_TUN] {
+            ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+        }
+        ns.sysctl(&[
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+            "net.ipv4.conf.eth0.arp_ignore=1",
+            "net.ipv4.conf.eth0.arp_announce=2",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+        ])?;
+        Ok(name)
     }
 
     /// Keeps `proc` alive as long as the topology (it is stopped before the
@@ -400,6 +477,11 @@ impl Drop for Topology {
             drop(p);
         }
     }
+}
+
+/// The description (and identity) of a realserver process of the lab.
+fn server_desc(name: &str, ns_name: &str) -> String {
+    format!("realserver {name} (in {ns_name})")
 }
 
 /// Finds the `realserver` binary: `$REALSERVER_BIN`, else next to the current

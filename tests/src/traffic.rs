@@ -221,3 +221,86 @@ pub fn answered(d: &BTreeMap<String, usize>) -> usize {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// A whole HTTP response, as [`http_fetch`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// The status code (`200`).
+    pub status: u16,
+    /// The header block, without the status line.
+    pub headers: String,
+    /// The body, untrimmed.
+    pub body: String,
+}
+
+/// The most [`http_fetch`] reads of one response.
+const MAX_FETCH: usize = 8 * 1024 * 1024;
+
+/// `GET path` with `Host: host` and `Connection: close` on a new connection
+/// from namespace `ns` to `addr`; returns the status, headers and body of
+/// any status (unlike [`http_get`], which wants a 200 from a realserver).
+/// The body ends at its Content-Length, or when the server closes. Bounded
+/// by [`TIMEOUT`] per operation, 10 s overall and 8 MiB.
+pub fn http_fetch(ns: &Netns, addr_s: &str, path: &str, host: &str) -> Result<HttpReply> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| -> Result<HttpReply> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = connect(a)?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlvs-tests\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).context("send request")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let mut want: Option<usize> = None;
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) {
+                if want.is_none() {
+                    let head = String::from_utf8_lossy(&buf[..end]);
+                    want = head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                            .map(|n| end + n)
+                    });
+                }
+                if want.is_some_and(|w| buf.len() >= w) {
+                    break;
+                }
+            }
+            if buf.len() > MAX_FETCH {
+                bail!("response from {a} larger than {MAX_FETCH} bytes");
+            }
+            if Instant::now() > deadline {
+                bail!("response from {a} not complete after 10 s");
+            }
+            let n = s.read(&mut chunk).with_context(|| format!("read from {a}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .with_context(|| format!("no complete response header from {a} ({} bytes)", buf.len()))?;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let (status_line, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("bad status line {status_line:?}"))?;
+        let mut body = buf[end..].to_vec();
+        if let Some(w) = want {
+            body.truncate(w - end);
+        }
+        Ok(HttpReply {
+            status,
+            headers: headers.trim_end().to_string(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    })?
+}

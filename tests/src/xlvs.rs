@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -180,6 +180,65 @@ impl Xlvs {
     pub fn stop(mut self) -> Result<ExitStatus> {
         self.proc.stop()
     }
+
+    /// `xlvs ARGS... --socket <ours>` (a subcommand that takes `--socket`:
+    /// service, real, zero, save, reload, list, set), whatever its exit
+    /// status; see [`Xlvs::ctl_ok`].
+    pub fn ctl(&self, args: &[&str]) -> Result<Output> {
+        let bin = check_bin()?;
+        Command::new(&bin)
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running xlvs {}", args.join(" ")))
+    }
+
+    /// [`Xlvs::ctl`], failing with its stderr unless it succeeds; returns
+    /// stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> Result<String> {
+        let bin = check_bin()?;
+        let out = run_checked(
+            Command::new(&bin)
+                .args(args)
+                .arg("--socket")
+                .arg(&self.socket),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Replaces the config file `xlvs run` reads (atomically: a new file
+    /// renamed over it, so a poll never sees half of it).
+    pub fn write_config(&self, text: &str) -> Result<()> {
+        let tmp = self.dir.path().join("xlvs.toml.new");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config)
+            .with_context(|| format!("rename {} over {}", tmp.display(), self.config.display()))?;
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to our `xlvs run`, after
+    /// checking that it still runs (its PID is not reaped, so it is ours).
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        self.proc.check_running()?;
+        // SAFETY: plain syscall on the PID of our unreaped child.
+        if unsafe { libc::kill(self.proc.pid() as libc::pid_t, signal) } != 0 {
+            bail!("kill({}, {signal}): {}", self.proc.pid(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// `xlvs ARGS...` (any subcommand, no socket added), whatever its exit
+/// status.
+pub fn run(args: &[&str]) -> Result<Output> {
+    let bin = check_bin()?;
+    Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running xlvs {}", args.join(" ")))
 }
 
 /// Starts `xlvs decap --interface IFACE --vip V...` in `ns` and waits until

@@ -11,7 +11,7 @@ mod support;
 use etherparse::{EtherType, Ipv4Header};
 use lb_common::{
     AF_INET, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_REALS_PER_SERVICE, Real, Stats, counter, tcp_state, v4_addr,
+    MAX_REALS_PER_SERVICE, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, Stats, counter, tcp_state, v4_addr,
 };
 use support::*;
 
@@ -642,6 +642,26 @@ fn dr_without_next_hop_is_dropped() {
         &[(counter::CONN_NEW, 1), (counter::DROP_NO_NEXTHOP, 1)],
         "DR without next hop",
     );
+}
+
+/// A real that is the director itself (ldirectord's `fallback=127.0.0.1`,
+/// IPVS's Local forwarding): every packet of its connection goes to the
+/// kernel unchanged, whatever the method, and is counted for the real.
+#[test]
+fn a_local_real_gets_its_packets_through_the_kernel_unchanged() {
+    // NAT still records its (unused) reply entry: IPVS binds the method
+    // when the connection is made, and the sweeper removes both together.
+    for (real, entries) in [(dr_real(REAL1, HTTP), 1), (nat_real(REAL1, REAL_HTTP), 2)] {
+        let mut lb = Lb::new();
+        let id = http_with(&mut lb, Real { flags: REAL_F_NEXTHOP | REAL_F_LOCAL, ..real });
+        for flags in [SYN, ACK] {
+            let pkt = Pkt::tcp(40000, HTTP, flags).frame();
+            lb.expect("segment for a local real", &pkt, XDP_PASS, &pkt);
+        }
+        assert_eq!(lb.conn_count(), entries, "the connection is tracked");
+        lb.assert_counters(&[(counter::CONN_NEW, 1), (counter::PASS_LOCAL, 2)], "local real");
+        assert_eq!(lb.real_stats(id).inpkts, 2, "counted for the real");
+    }
 }
 
 // ---------------------------------------------------------------- TUN

@@ -10,6 +10,12 @@
 //!   closed after the response if the request says `Connection: close` (or is
 //!   HTTP/1.0 without `Connection: keep-alive`).
 //! * UDP: every datagram is answered with `<name>\n`.
+//! * `--page PATH=TEXT` (repeatable): a request for exactly PATH is answered
+//!   with `TEXT\n` instead of the name (e.g. `--page '/index.html=It Works!'`
+//!   for an ldirectord-style check). With `--page-host HOST`, these pages are
+//!   served only to requests whose `Host` header is HOST (case-insensitive,
+//!   port ignored); others get `404 Not Found` with body `wrong host\n`.
+//!   Every other path still answers with the name.
 //!
 //! Once every socket is bound it prints `READY` on stdout (the test harness
 //! waits for that line) and then serves until SIGTERM/SIGINT, whose default
@@ -30,16 +36,26 @@ struct Args {
     name: String,
     tcp: Vec<SocketAddr>,
     udp: Vec<SocketAddr>,
+    pages: Vec<(String, String)>,
+    page_host: Option<String>,
+}
+
+/// What TCP connections answer besides the name.
+struct Pages {
+    pages: Vec<(String, String)>,
+    host: Option<String>,
 }
 
 fn usage() -> &'static str {
-    "usage: realserver --name NAME [--tcp ADDR:PORT]... [--udp ADDR:PORT]..."
+    "usage: realserver --name NAME [--tcp ADDR:PORT]... [--udp ADDR:PORT]... [--page PATH=TEXT]... [--page-host HOST]"
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut name = None;
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
+    let mut pages = Vec::new();
+    let mut page_host = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -64,6 +80,13 @@ fn parse_args() -> Result<Args, String> {
             "--name" => name = Some(value),
             "--tcp" => tcp.push(addr(&value)?),
             "--udp" => udp.push(addr(&value)?),
+            "--page" => {
+                let (path, text) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--page wants PATH=TEXT, got {value:?}"))?;
+                pages.push((path.to_string(), text.to_string()));
+            }
+            "--page-host" => page_host = Some(value),
             _ => return Err(format!("unknown flag {flag}\n{}", usage())),
         }
     }
@@ -74,7 +97,13 @@ fn parse_args() -> Result<Args, String> {
             usage()
         ));
     }
-    Ok(Args { name, tcp, udp })
+    Ok(Args {
+        name,
+        tcp,
+        udp,
+        pages,
+        page_host,
+    })
 }
 
 fn main() -> ExitCode {
@@ -86,6 +115,10 @@ fn main() -> ExitCode {
         }
     };
     let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let pages: &'static Pages = Box::leak(Box::new(Pages {
+        pages: args.pages,
+        host: args.page_host,
+    }));
 
     // Bind everything first so READY means "all sockets are listening".
     let mut listeners = Vec::new();
@@ -111,7 +144,7 @@ fn main() -> ExitCode {
 
     let mut threads = Vec::new();
     for l in listeners {
-        threads.push(thread::spawn(move || serve_tcp(name, l)));
+        threads.push(thread::spawn(move || serve_tcp(name, pages, l)));
     }
     for s in udps {
         threads.push(thread::spawn(move || serve_udp(name, s)));
@@ -129,12 +162,12 @@ fn main() -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn serve_tcp(name: &'static str, listener: TcpListener) {
+fn serve_tcp(name: &'static str, pages: &'static Pages, listener: TcpListener) {
     loop {
         match listener.accept() {
             Ok((stream, _peer)) => {
                 let _ = thread::Builder::new().name("conn".into()).spawn(move || {
-                    let _ = handle_conn(name, stream);
+                    let _ = handle_conn(name, pages, stream);
                 });
             }
             Err(e) => {
@@ -173,19 +206,44 @@ fn wants_close(head: &[u8]) -> bool {
     close
 }
 
-fn handle_conn(name: &str, mut stream: TcpStream) -> std::io::Result<()> {
+/// The status line and body for one request head: a `--page` if its path
+/// matches (and the Host does, with `--page-host`), else the name.
+fn answer(name: &str, pages: &Pages, head: &[u8]) -> (&'static str, String) {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines();
+    let path = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    let Some((_, page)) = pages.pages.iter().find(|(p, _)| p == path) else {
+        return ("200 OK", format!("{name}\n"));
+    };
+    if let Some(want) = &pages.host {
+        let host = lines.find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+        });
+        let host_name = host.as_deref().map(|h| h.split(':').next().unwrap_or(h));
+        if !host_name.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
+            return ("404 Not Found", "wrong host\n".to_string());
+        }
+    }
+    ("200 OK", format!("{page}\n"))
+}
+
+fn handle_conn(name: &str, pages: &Pages, mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let _ = stream.set_nodelay(true);
-    let body = format!("{name}\n");
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
         // Serve every complete request already buffered (pipelining).
         while let Some(end) = find_header_end(&buf) {
             let close = wants_close(&buf[..end]);
+            let (status, body) = answer(name, pages, &buf[..end]);
             buf.drain(..end);
-            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", body.len());
+            let mut resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
             if close {
                 resp.push_str("Connection: close\r\n");
             }
