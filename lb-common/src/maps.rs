@@ -39,6 +39,10 @@ pub const MAX_MAGLEV_SERVICES: u32 = 256;
 /// Entries of the lblc/lblcr caches and of the persistence templates.
 pub const DEFAULT_CACHE_SIZE: u32 = 1 << 16;
 pub const MAP_SCHEDULERS: &str = "SCHEDULERS";
+pub const MAP_DIRECTOR_CTL: &str = "DIRECTOR_CTL";
+pub const MAP_SYNC_EVENTS: &str = "SYNC_EVENTS";
+/// Bytes of the `SYNC_EVENTS` ring buffer (a power of two pages).
+pub const SYNC_EVENTS_BYTES: u32 = 1 << 20;
 /// Program names.
 pub const PROG_DIRECTOR: &str = "xlvs_director";
 /// The scheduler programs, by scheduler id: the director tail-calls
@@ -352,7 +356,9 @@ pub struct Conn {
     pub peer_mac: [u8; 6],
     /// Reply entries: the director's MAC on `ifindex`.
     pub own_mac: [u8; 6],
-    pub _pad: [u8; 4],
+    /// Client entries, while connection sync is on: the client's packets so
+    /// far (IPVS's `in_pkts`), which decide when the entry is synced.
+    pub pkts: u32,
 }
 
 /// Value of `SERVICE_STATS` and `REAL_STATS` (per-CPU arrays, summed by the
@@ -406,7 +412,12 @@ pub mod counter {
     /// A packet for a real that is the director itself: handed to the
     /// kernel unchanged.
     pub const PASS_LOCAL: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// This director is the backup (`DirectorCtl::standby`): everything goes
+    /// to the kernel, which holds no VIP.
+    pub const PASS_STANDBY: u32 = 17;
+    /// A connection due for sync found the `SYNC_EVENTS` ring full.
+    pub const SYNC_LOST: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -427,6 +438,8 @@ pub mod counter {
         "decap",
         "drop_sched_call",
         "pass_local",
+        "pass_standby",
+        "sync_lost",
     ];
 }
 
@@ -456,6 +469,8 @@ const _: () = {
     assert!(core::mem::size_of::<Stats>() == 40);
     assert!(core::mem::size_of::<VipKey>() == 20);
     assert!(core::mem::size_of::<SchedState>() == 16);
+    assert!(core::mem::size_of::<Conn>() == 56);
+    assert!(core::mem::size_of::<SyncEvent>() == 96);
 };
 
 #[cfg(feature = "user")]
@@ -478,10 +493,87 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for DirectorCtl {}
+    unsafe impl aya::Pod for SyncEvent {}
 }
 
 /// An IPv4 address as the maps hold it.
 #[must_use]
 pub const fn v4_addr(octets: [u8; 4]) -> [u32; 4] {
     [u32::from_ne_bytes(octets), 0, 0, 0]
+}
+
+/// Value of `DIRECTOR_CTL[0]`: the switches the controller flips while the
+/// director runs. All zero (the default) is a lone director: forwarding,
+/// no sync.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectorCtl {
+    /// 1 on a backup director: pass every packet to the kernel.
+    pub standby: u32,
+    /// 1 on a master that syncs its connections: count each client
+    /// entry's packets and send it to `SYNC_EVENTS` when due.
+    pub sync: u32,
+}
+
+/// A record of `SYNC_EVENTS`: a client entry that is due for sync.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEvent {
+    pub key: ConnKey,
+    pub conn: Conn,
+}
+
+/// IPVS's `sync_threshold`: a connection is first synced on its third packet
+/// (a one-packet flow is never worth it)...
+pub const SYNC_THRESHOLD: u32 = 3;
+/// ...then every `sync_period` packets.
+pub const SYNC_PERIOD: u32 = 50;
+
+/// `ip_vs_sync_conn_needed()` without a refresh period: whether a client
+/// entry is due for sync after its `pkts`-th packet moved it from
+/// `old_state` to `state`. TCP syncs only in the states a backup needs
+/// (ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT, TIME_WAIT), and at once on a
+/// change into one of them.
+#[must_use]
+#[inline(always)]
+pub const fn sync_due(proto: u8, old_state: u8, state: u8, pkts: u32) -> bool {
+    use crate::tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT, TIME_WAIT};
+    if proto == IPPROTO_TCP {
+        let wanted = matches!(state, ESTABLISHED | FIN_WAIT | CLOSE | CLOSE_WAIT | TIME_WAIT);
+        if !wanted {
+            return false;
+        }
+        if state != old_state {
+            return true;
+        }
+    }
+    pkts % SYNC_PERIOD == SYNC_THRESHOLD
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+    use crate::tcp_state::{CLOSE, ESTABLISHED, FIN_WAIT, NONE, SYN_RECV, TIME_WAIT};
+
+    #[test]
+    fn tcp_syncs_on_entering_a_wanted_state_then_by_count() {
+        // SYN: SYN_RECV is not worth a sync.
+        assert!(!sync_due(IPPROTO_TCP, NONE, SYN_RECV, 1));
+        // The handshake's ACK: into ESTABLISHED, at once.
+        assert!(sync_due(IPPROTO_TCP, SYN_RECV, ESTABLISHED, 2));
+        // Then on the 3rd, 53rd, 103rd... packet.
+        let due: std::vec::Vec<u32> = (3..=200).filter(|&p| sync_due(IPPROTO_TCP, ESTABLISHED, ESTABLISHED, p)).collect();
+        assert_eq!(due, [3, 53, 103, 153]);
+        assert!(sync_due(IPPROTO_TCP, ESTABLISHED, FIN_WAIT, 7));
+        assert!(sync_due(IPPROTO_TCP, FIN_WAIT, TIME_WAIT, 8));
+        assert!(sync_due(IPPROTO_TCP, TIME_WAIT, CLOSE, 9));
+        assert!(!sync_due(IPPROTO_TCP, SYN_RECV, SYN_RECV, 3), "not in a state worth syncing");
+    }
+
+    #[test]
+    fn udp_syncs_by_count_only() {
+        let due: std::vec::Vec<u32> = (1..=60).filter(|&p| sync_due(IPPROTO_UDP, NONE, NONE, p)).collect();
+        assert_eq!(due, [3, 53]);
+    }
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
     CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, IPPROTO_TCP, RangeData,
-    Real, Service, ServiceKey, Stats, counter,
+    Real, Service, ServiceKey, Stats, SyncEvent, counter, sync_due,
     net::{Flow, ParseError, TCP_RST, TCP_SYN, parse},
     range_prefix_len,
     tcp_state::{self, Direction},
@@ -18,7 +18,7 @@ use lb_common::{
 
 use crate::{
     accounting, forward,
-    maps::{CONNS, Frame, REAL_STATS, REALS, SERVICE_RANGES, SERVICES, verdict},
+    maps::{CONNS, DIRECTOR_CTL, Frame, REAL_STATS, REALS, SERVICE_RANGES, SERVICES, SYNC_EVENTS, verdict},
     schedule,
 };
 
@@ -29,6 +29,10 @@ pub fn xlvs_director(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn run(ctx: &XdpContext) -> u32 {
+    let ctl = DIRECTOR_CTL.get(0).copied().unwrap_or_default();
+    if ctl.standby != 0 {
+        return verdict(counter::PASS_STANDBY, XDP_PASS);
+    }
     let flow = match parse(&Frame(ctx)) {
         Ok(flow) => flow,
         Err(ParseError::NotIp) => return verdict(counter::PASS_NOT_IP, XDP_PASS),
@@ -57,7 +61,11 @@ fn run(ctx: &XdpContext) -> u32 {
             return forward::nat_reply(ctx, &flow, conn, now);
         }
         let dir = client_direction(conn);
+        let old_state = conn.state;
         accounting::transition(conn, &flow, dir);
+        if ctl.sync != 0 {
+            count_for_sync(&key, conn, old_state);
+        }
         let Some(real) = REALS.get(conn.real) else {
             return verdict(counter::DROP_STALE_REAL, XDP_DROP);
         };
@@ -87,7 +95,7 @@ fn run(ctx: &XdpContext) -> u32 {
     let Some(real) = REALS.get(real_id) else {
         return verdict(counter::DROP_NO_REAL, XDP_DROP);
     };
-    new_connection(ctx, &flow, &key, &service, real_id, real, now);
+    new_connection(ctx, &flow, &key, &service, real_id, real, now, ctl.sync != 0);
     forward::to_real(ctx, &flow, real_id, real)
 }
 
@@ -117,6 +125,7 @@ fn new_connection(
     real_id: u32,
     real: &Real,
     now: u64,
+    sync: bool,
 ) {
     let mut conn = Conn {
         last_seen_ns: now,
@@ -130,6 +139,9 @@ fn new_connection(
     accounting::bind(real_id, real);
     let dir = client_direction(&conn);
     accounting::transition(&mut conn, flow, dir);
+    if sync {
+        count_for_sync(key, &mut conn, tcp_state::NONE);
+    }
     if CONNS.insert(key, &conn, 0).is_err() {
         accounting::unbind(real_id, &conn);
         verdict(counter::CONN_INSERT_FAIL, 0);
@@ -165,6 +177,18 @@ fn new_connection(
         unsafe { (*stats).conns += 1 };
     }
     verdict(counter::CONN_NEW, 0);
+}
+
+/// Connection sync, the master's half: counts a client's packet, and hands
+/// the entry to the controller when IPVS would sync it (`sync_due`).
+#[inline(always)]
+fn count_for_sync(key: &ConnKey, conn: &mut Conn, old_state: u8) {
+    conn.pkts = conn.pkts.wrapping_add(1);
+    if sync_due(key.proto, old_state, conn.state, conn.pkts)
+        && SYNC_EVENTS.output::<SyncEvent>(&SyncEvent { key: *key, conn: *conn }, 0).is_err()
+    {
+        verdict(counter::SYNC_LOST, 0);
+    }
 }
 
 /// Which of IPVS's state tables a client's segment runs through.

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use lb_common::{
-    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
+    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
     MAX_MAGLEV_SERVICES, MAX_REALS, MAX_SERVICES, MaglevTable, RangeData, Real, RealConns,
     SchedState, Service, ServiceKey, ServiceReals, Stats, Template, VipKey, counter,
     net::Packet, sched::LblcrEntry,
@@ -81,6 +81,12 @@ pub static SCHEDULERS: ProgramArray = ProgramArray::with_max_entries(SCHEDULERS_
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// The controller's run-time switches (`DirectorCtl`), at index 0.
+#[map]
+pub static DIRECTOR_CTL: Array<DirectorCtl> = Array::with_max_entries(1, 0);
+/// Client entries due for sync (`SyncEvent`s), read by the controller.
+#[map]
+pub static SYNC_EVENTS: RingBuf = RingBuf::with_byte_size(SYNC_EVENTS_BYTES, 0);
 #[map]
 pub static DECAP_VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
 

@@ -23,10 +23,13 @@ use crate::timeouts::{MAX_TIMEOUT, Timeouts};
 
 mod check_parse;
 pub mod health;
+pub mod sync;
 mod render;
+pub mod vrrp;
 pub use check_parse::{DEFAULT_HTTP_STATUS, DNS_RECORDS, dns_record_name};
 pub use health::{Check, CheckKind, Health, HttpCheck, HttpMethod};
 pub use render::render;
+pub use vrrp::{VirtualIp, VrrpConfig};
 
 /// A configuration error, located in its file.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +211,11 @@ pub struct Config {
     /// Where the Prometheus text endpoint listens, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
     pub services: Vec<Service>,
+    /// `[vrrp]`: the VRRP instance that makes this director master or
+    /// backup of its VIPs; none without the section.
+    pub vrrp: Option<VrrpConfig>,
+    /// `[sync]`: connection sync with the other director of the pair.
+    pub sync: Option<sync::SyncConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +280,8 @@ struct File {
     director: DirectorSection,
     #[serde(default, rename = "virtual")]
     virtuals: Vec<VirtualSection>,
+    vrrp: Option<Spanned<vrrp::VrrpSection>>,
+    sync: Option<Spanned<sync::SyncSection>>,
 }
 
 #[derive(Deserialize)]
@@ -482,7 +492,18 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(addr)
         }
     };
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload, metrics, services })
+    let vrrp = match &raw.vrrp {
+        None => None,
+        Some(section) => Some(vrrp::parse(&at, section.get_ref(), section.span().start, &services)?),
+    };
+    let sync = match &raw.sync {
+        None => None,
+        Some(section) => {
+            let pair = vrrp.as_ref().map(|v| (v.interface.as_str(), v.unicast_peers.as_slice(), v.vrid));
+            Some(sync::parse(&at, section.span().start, section.get_ref(), pair)?)
+        }
+    };
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload, metrics, services, vrrp, sync })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {

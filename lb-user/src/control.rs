@@ -46,6 +46,8 @@ pub enum Request {
     Reload,
     /// `xlvs zero`: the packet, byte and connection counters back to 0.
     Zero,
+    /// `xlvs list --vrrp`.
+    Vrrp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,8 @@ pub enum Response {
     Saved(String),
     /// A change was applied.
     Done,
+    /// The VRRP instance's state; none without `[vrrp]`.
+    Vrrp(Option<crate::vrrp::Status>),
     Error(String),
 }
 

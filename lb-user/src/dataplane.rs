@@ -6,7 +6,7 @@ use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
@@ -15,6 +15,7 @@ use lb_common::{
     MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
     MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
     ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry, v4_addr,
+    DirectorCtl, MAP_DIRECTOR_CTL, MAP_SYNC_EVENTS,
 };
 
 use crate::{config, nexthop::NextHop};
@@ -82,6 +83,9 @@ pub struct Dataplane {
     real_conns: SharedCounters,
     real_stats: PerCpuArray<MapData, Stats>,
     counters: PerCpuArray<MapData, u64>,
+    ctl: Array<MapData, DirectorCtl>,
+    /// Taken by the sync sender (`take_sync_events`).
+    sync_events: Option<RingBuf<MapData>>,
     conn_table_size: u32,
     /// The services in the maps (see `apply`).
     installed: Vec<Installed>,
@@ -130,6 +134,8 @@ impl Dataplane {
             real_conns: take_counters(&mut ebpf)?,
             real_stats: take(&mut ebpf, MAP_REAL_STATS)?,
             counters: take(&mut ebpf, MAP_COUNTERS)?,
+            ctl: take(&mut ebpf, MAP_DIRECTOR_CTL)?,
+            sync_events: Some(take(&mut ebpf, MAP_SYNC_EVENTS)?),
             ebpf,
             conn_table_size,
             installed: Vec::new(),
@@ -150,6 +156,36 @@ impl Dataplane {
     /// When the interface does not exist or refuses XDP.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
         attach(&mut self.ebpf, PROG_DIRECTOR, interface)
+    }
+
+    /// Sets the run-time switches (standby, sync).
+    ///
+    /// # Errors
+    /// When the map write fails.
+    pub fn set_ctl(&mut self, ctl: DirectorCtl) -> Result<(), Error> {
+        self.ctl.set(0, ctl, 0).map_err(map_err(MAP_DIRECTOR_CTL))
+    }
+
+    /// The switches in force.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn ctl(&self) -> Result<DirectorCtl, Error> {
+        self.ctl.get(&0, 0).map_err(map_err(MAP_DIRECTOR_CTL))
+    }
+
+    /// The ring of client entries due for sync; only the first call gets it.
+    pub fn take_sync_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.sync_events.take()
+    }
+
+    /// Inserts or replaces a connection entry the controller made (a synced
+    /// one).
+    ///
+    /// # Errors
+    /// When the table refuses it.
+    pub fn put_connection(&mut self, key: &ConnKey, conn: &Conn) -> Result<(), Error> {
+        self.conns.insert(key, conn, 0).map_err(map_err(MAP_CONNS))
     }
 
     /// Updates the next hop of one real in place.

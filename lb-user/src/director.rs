@@ -35,6 +35,8 @@ use crate::{
     health::{self, Monitor, Target},
     listing, metrics,
     rate::{self, Estimator},
+    sync,
+    vrrp::{Role, Vrrp},
     view::{self, RealHealth, RealView, Snapshot},
     nexthop::{NextHop, Resolver},
     sweep::{self, Rules},
@@ -78,6 +80,13 @@ struct Director {
     stamp: Option<FileStamp>,
     /// IPVS's rate estimator, sampled every 2 s.
     estimator: Estimator,
+    /// What VRRP made this director (a lone director is the master).
+    role: Role,
+    /// The VRRP instance, when `[vrrp]` is set.
+    vrrp: Option<Arc<Vrrp>>,
+    /// Connection sync: the backup's client-side interface for the NAT
+    /// entries it installs, when `[sync]` is set.
+    sync_local: Option<sync::Local>,
 }
 
 /// Runs a director until SIGINT or SIGTERM.
@@ -96,6 +105,19 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
     let mut dataplane = Dataplane::load(config.conn_table_size).context("loading the XDP program")?;
     let resolver = Resolver::new()?;
     let hops = resolve_all(&resolver, &real_addresses(&config.services), RESOLVE_WAIT).await;
+    // A director of a VRRP pair starts as the backup, and forwards only once
+    // VRRP makes it the master.
+    let role = if config.vrrp.is_some() { Role::Backup } else { Role::Master };
+    dataplane.set_ctl(ctl(role, false)).context("setting the director's mode")?;
+    let sync_local = match &config.sync {
+        None => None,
+        Some(s) => {
+            let ifindex = crate::ifindex(&s.interface)
+                .with_context(|| format!("{}: sync.interface: interface '{}' not found", config_path.display(), s.interface))?;
+            let mac = crate::interface_mac(&s.interface).with_context(|| format!("sync.interface {}", s.interface))?;
+            Some(sync::Local { ifindex, mac })
+        }
+    };
     for name in &config.interfaces {
         dataplane.attach(name)?;
     }
@@ -114,6 +136,9 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
         events,
         resolve_now: Arc::new(Notify::new()),
         estimator: Estimator::new(),
+        role,
+        vrrp: None,
+        sync_local,
     };
     director.refresh().context("filling the maps")?;
     director.sync_monitors();
@@ -130,6 +155,9 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
 
     let resolve_now = director.resolve_now.clone();
     let metrics_addr = director.configured.metrics;
+    let vrrp_config = director.configured.vrrp.clone();
+    let sync_config = director.configured.sync.clone();
+    let sync_events = director.dataplane.take_sync_events();
     let director = Arc::new(Mutex::new(director));
     let handler = {
         let director = director.clone();
@@ -150,6 +178,34 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
         }
     }));
     tasks.push(tokio::spawn(estimate_forever(director.clone())));
+    if let Some(config) = sync_config {
+        let (socket, dests) = sync::socket(&config).context("connection sync socket")?;
+        let socket = Arc::new(socket);
+        info!(interface = %config.interface, dests = ?dests, id = config.id, "connection sync");
+        if let Some(ring) = sync_events {
+            let director = director.clone();
+            let translate = move |events: &[lb_common::SyncEvent]| {
+                let d = director.lock().expect("director lock");
+                let dir = sync::Directory::new(d.dataplane.installed());
+                let now = monotonic_ns();
+                events.iter().filter_map(|e| sync::to_entry(&d.dataplane, &dir, e, &d.timeouts, now)).collect()
+            };
+            tasks.push(tokio::spawn(sync::send_forever(ring, socket.clone(), dests, config.id, translate)));
+        }
+        let director = director.clone();
+        let install = move |from: std::net::SocketAddr, entries: Vec<sync::wire::Entry>| {
+            director.lock().expect("director lock").install_synced(from, &entries);
+        };
+        tasks.push(tokio::spawn(sync::receive_forever(socket, config.id, install)));
+    }
+    if let Some(config) = vrrp_config {
+        let hook = {
+            let director = director.clone();
+            Arc::new(move |role: Role| director.lock().expect("director lock").set_role(role))
+        };
+        let instance = Vrrp::spawn(config, hook).context("starting VRRP")?;
+        director.lock().expect("director lock").vrrp = Some(Arc::new(instance));
+    }
     if let Some(addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -157,7 +213,9 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
         let source: metrics::Source = {
             let director = director.clone();
             Arc::new(move || {
-                director.lock().expect("director lock").snapshot().map(|s| metrics::render(&s))
+                let d = director.lock().expect("director lock");
+                let vrrp = d.vrrp.as_ref().map(|v| v.status());
+                d.snapshot().map(|s| metrics::render(&s) + &vrrp.map_or_else(String::new, |v| metrics::render_vrrp(&v)))
             })
         };
         info!(%addr, "metrics at http://{addr}{}", metrics::PATH);
@@ -177,6 +235,11 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
             }
         }
     }
+    // A clean stop: the backup takes over after only its skew time.
+    let instance = director.lock().expect("director lock").vrrp.take();
+    if let Some(instance) = instance.and_then(|v| Arc::try_unwrap(v).ok()) {
+        instance.shutdown().await;
+    }
     for task in tasks {
         task.abort();
         let _ = task.await;
@@ -190,6 +253,33 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
 }
 
 impl Director {
+    /// VRRP changed this director's role: forward (and sync) as the master,
+    /// stand by otherwise.
+    fn set_role(&mut self, role: Role) {
+        self.role = role;
+        let sync = self.configured.sync.is_some();
+        match self.dataplane.set_ctl(ctl(role, sync)) {
+            Ok(()) if role == Role::Master => info!(sync, "master: forwarding"),
+            Ok(()) => info!(?role, "not the master: standing by"),
+            Err(e) => error!(error = %e, ?role, "cannot switch the data plane"),
+        }
+    }
+
+    /// Connection sync, the backup's half.
+    fn install_synced(&mut self, from: std::net::SocketAddr, entries: &[sync::wire::Entry]) {
+        if self.role == Role::Master {
+            debug!(%from, entries = entries.len(), "sync message while master: ignored");
+            return;
+        }
+        let Some(local) = self.sync_local else { return };
+        let now = monotonic_ns();
+        for entry in entries {
+            if let Err(e) = sync::install(&mut self.dataplane, entry, &self.timeouts, now, local) {
+                debug!(client = %entry.client, vip = %entry.virtual_addr, real = %entry.real, reason = %e, "synced connection skipped");
+            }
+        }
+    }
+
     /// The services with their counters, rates and health.
     fn snapshot(&self) -> Result<Snapshot, String> {
         let mut s = listing::snapshot(&self.dataplane, self.dataplane.installed())
@@ -402,6 +492,12 @@ impl Director {
     }
 }
 
+/// The data plane's switches for a role.
+fn ctl(role: Role, sync: bool) -> lb_common::DirectorCtl {
+    let master = role == Role::Master;
+    lb_common::DirectorCtl { standby: u32::from(!master), sync: u32::from(master && sync) }
+}
+
 /// `states` with one entry replaced.
 fn with(states: &States, key: (ServiceAddr, RealKey), state: RealState) -> States {
     let mut copy = states.clone();
@@ -523,6 +619,7 @@ fn handle(d: &mut Director, request: Request) -> Response {
             Ok(()) => Response::Done,
             Err(e) => Response::Error(e),
         },
+        Request::Vrrp => Response::Vrrp(d.vrrp.as_ref().map(|v| v.status())),
         Request::Zero => match d.dataplane.zero_stats() {
             Ok(()) => Response::Done,
             Err(e) => Response::Error(format!("{:#}", anyhow::Error::from(e))),

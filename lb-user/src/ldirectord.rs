@@ -138,6 +138,8 @@ pub fn import_with(file: &str, text: &str, interfaces: &[String]) -> Result<Impo
         autoreload,
         metrics: None,
         services,
+        vrrp: None,
+        sync: None,
     };
     // The whole result goes through the parser, which also checks what no
     // single line decides (interface names, the limits on reals).

@@ -56,6 +56,9 @@ enum Command {
         /// error (not an ipvsadm layout).
         #[arg(long, group = "view")]
         health: bool,
+        /// The VRRP instance: state, priority, master, transitions.
+        #[arg(long, group = "view")]
+        vrrp: bool,
         /// The connection entries and persistence templates (`ipvsadm -L -c`).
         #[arg(short = 'c', long = "connection", group = "view")]
         connection: bool,
@@ -150,13 +153,16 @@ fn main() -> std::process::ExitCode {
             persistent_conn,
             rate,
             health,
+            vrrp,
             connection,
             timeout,
             exact,
             json,
             socket,
         } => {
-            let what = if connection {
+            let what = if vrrp {
+                What::Vrrp
+            } else if connection {
                 What::Connections
             } else if timeout {
                 What::Timeout
@@ -205,6 +211,7 @@ enum What {
     Services(Layout),
     Connections,
     Timeout,
+    Vrrp,
 }
 
 fn ask(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
@@ -224,6 +231,7 @@ fn list(socket: &std::path::Path, what: What, json: bool) -> anyhow::Result<()> 
         What::Services(_) => Request::List,
         What::Connections => Request::Connections,
         What::Timeout => Request::Timeout,
+        What::Vrrp => Request::Vrrp,
     };
     match (ask(socket, &request)?, what) {
         (Response::Snapshot(s), _) if json => print_json(&s)?,
@@ -232,6 +240,9 @@ fn list(socket: &std::path::Path, what: What, json: bool) -> anyhow::Result<()> 
         (Response::Connections(c), _) => print!("{}", view::render_connections(&c)),
         (Response::Timeout(t), _) if json => print_json(&t)?,
         (Response::Timeout(t), _) => print!("{}", view::render_timeout(&t)),
+        (Response::Vrrp(v), _) if json => print_json(&v)?,
+        (Response::Vrrp(Some(v)), _) => print!("{}", lb_user::vrrp::render_status(&v)),
+        (Response::Vrrp(None), _) => println!("no [vrrp] instance"),
         (other, _) => bail!("unexpected answer from the director: {other:?}"),
     }
     Ok(())

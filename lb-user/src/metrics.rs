@@ -98,6 +98,39 @@ fn float(v: f64) -> String {
     }
 }
 
+/// The VRRP instance as Prometheus text: its state (one sample per state,
+/// 1 for the current one), priority, transitions, adverts and drops.
+#[must_use]
+pub fn render_vrrp(status: &crate::vrrp::Status) -> String {
+    let vrid = status.vrid.to_string();
+    let master = status.master.map_or_else(String::new, |m| m.to_string());
+    let id = [("interface", status.interface.as_str()), ("vrid", vrid.as_str())];
+    let mut state = Family::new("xlvs_vrrp_state", "gauge", "1 for the VRRP instance's current state.");
+    for name in ["init", "backup", "master", "fault"] {
+        let current = status.state.name().eq_ignore_ascii_case(name);
+        state.push(&[id[0], id[1], ("state", name)], u64::from(current).to_string());
+    }
+    let mut priority = Family::new("xlvs_vrrp_priority", "gauge", "The instance's VRRP priority.");
+    priority.push(&id, status.priority.to_string());
+    let mut is_master = Family::new("xlvs_vrrp_master_info", "gauge", "The current master's address, as a label.");
+    is_master.push(&[id[0], id[1], ("master", master.as_str())], "1".to_owned());
+    let mut transitions = Family::new("xlvs_vrrp_transitions_total", "counter", "Entries into backup, master or fault.");
+    transitions.push(&id, status.transitions.to_string());
+    let mut adverts = Family::new("xlvs_vrrp_adverts_total", "counter", "Adverts sent and accepted.");
+    adverts.push(&[id[0], id[1], ("direction", "sent")], status.adverts_sent.to_string());
+    adverts.push(&[id[0], id[1], ("direction", "received")], status.adverts_received.to_string());
+    let mut drops = Family::new("xlvs_vrrp_dropped_total", "counter", "Adverts dropped, by reason.");
+    for (reason, n) in status.drops.iter() {
+        let reason = format!("{reason:?}");
+        drops.push(&[id[0], id[1], ("reason", reason.as_str())], n.to_string());
+    }
+    let mut out = String::new();
+    for family in [&state, &priority, &is_master, &transitions, &adverts, &drops] {
+        family.write(&mut out);
+    }
+    out
+}
+
 /// The snapshot as Prometheus text: per service, per real, and the data
 /// plane's reason counters. Services and reals come in `xlvs list` order.
 #[must_use]

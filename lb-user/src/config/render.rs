@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use lb_common::sched::Scheduler;
 
-use super::{Check, CheckKind, Config, HttpMethod, Real, Service, dns_record_name};
+use super::{Check, CheckKind, Config, HttpMethod, Real, Service, VrrpConfig, dns_record_name};
 use crate::view::sched_flag_names;
 
 /// The configuration as TOML that [`super::parse`] reads back to an equal
@@ -33,11 +33,50 @@ pub fn render(config: &Config) -> String {
     if let Some(metrics) = config.metrics {
         line(w, &format!("metrics = {}", quote(&metrics.to_string())));
     }
+    if let Some(vrrp) = &config.vrrp {
+        line(w, "");
+        render_vrrp(w, vrrp);
+    }
+    if let Some(sync) = &config.sync {
+        line(w, "");
+        line(w, "[sync]");
+        line(w, &format!("interface = {}", quote(&sync.interface)));
+        line(w, &format!("group = {}", quote(&sync.group.to_string())));
+        line(w, &format!("port = {}", sync.port));
+        let peers: Vec<String> = sync.peers.iter().map(|p| quote(&p.to_string())).collect();
+        line(w, &format!("peers = [{}]", peers.join(", ")));
+        line(w, &format!("id = {}", sync.id));
+    }
     for service in &config.services {
         line(w, "");
         render_service(w, service);
     }
     out
+}
+
+/// `[vrrp]` with every effective value; the addresses always listed (the
+/// default ones too) in keepalived's `ADDR/LEN dev IFNAME`.
+fn render_vrrp(w: &mut String, v: &VrrpConfig) {
+    line(w, "[vrrp]");
+    line(w, &format!("interface = {}", quote(&v.interface)));
+    line(w, &format!("vrid = {}", v.vrid));
+    line(w, &format!("priority = {}", v.priority));
+    line(w, &format!("advert_interval = {}", v.advert_interval.as_millis()));
+    line(w, &format!("preempt = {}", v.preempt));
+    line(w, &format!("preempt_delay = {}", seconds(v.preempt_delay)));
+    let addresses: Vec<String> = v.addresses.iter().map(|a| quote(&a.to_string())).collect();
+    line(w, &format!("addresses = [{}]", addresses.join(", ")));
+    if !v.unicast_peers.is_empty() {
+        let peers: Vec<String> = v.unicast_peers.iter().map(|p| quote(&p.to_string())).collect();
+        line(w, &format!("unicast_peers = [{}]", peers.join(", ")));
+    }
+    line(w, &format!("garp_count = {}", v.garp_count));
+    line(w, &format!("garp_delay = {}", seconds(v.garp_delay)));
+    for (key, command) in [("notify_master", &v.notify_master), ("notify_backup", &v.notify_backup), ("notify_fault", &v.notify_fault)] {
+        if let Some(c) = command {
+            line(w, &format!("{key} = {}", quote(c)));
+        }
+    }
 }
 
 fn line(w: &mut String, text: &str) {
@@ -260,6 +299,28 @@ mod tests {
         round_trip(&format!("{HEAD}conn_table_size = 4096\ntimeout_tcp = 3600\ntimeout_tcpfin = 30\ntimeout_udp = 10\nautoreload = true\nmetrics = \"127.0.0.1:9108\"\n"));
         round_trip(&format!("{HEAD}metrics = \"[::1]:9108\"\n"));
         round_trip(HEAD);
+    }
+
+    #[test]
+    fn vrrp_round_trips() {
+        // The default addresses (the services' VIPs) are written out.
+        let c = round_trip(&one_service("[vrrp]\ninterface = \"veth-int\"\nvrid = 51\n"));
+        let text = render(&c);
+        assert!(
+            text.contains(concat!(
+                "\n[vrrp]\ninterface = \"veth-int\"\nvrid = 51\npriority = 100\nadvert_interval = 1000\npreempt = true\n",
+                "preempt_delay = 0\naddresses = [\"10.100.0.100/32 dev veth-int\"]\ngarp_count = 5\ngarp_delay = 5\n",
+            )),
+            "{text}"
+        );
+        round_trip(&format!(
+            "{HEAD}[vrrp]\n{}",
+            concat!(
+                "interface = \"veth-ext\"\nvrid = 255\npriority = 255\nadvert_interval = 250\npreempt = false\npreempt_delay = 1.5\n",
+                "addresses = [\"10.0.0.1\", \"10.0.0.2/24 dev eth9\"]\nunicast_peers = [\"10.0.0.8\", \"10.0.0.9\"]\n",
+                "garp_count = 0\ngarp_delay = 0.25\nnotify_master = \"/bin/sh -c 'echo \\\"m\\\"'\"\nnotify_backup = \"b\"\nnotify_fault = \"f\"\n",
+            )
+        ));
     }
 
     #[test]

@@ -156,6 +156,14 @@ impl SharedCounters {
         }
     }
 
+    /// A connection of `real` has been made by the controller (a synced
+    /// one): counts it as inactive or active, as `ip_vs_bind_dest()`.
+    pub fn bind(&self, real: u32, inactive: bool) {
+        if let Some(word) = self.word(real, if inactive { Field::Inactive } else { Field::Active }) {
+            word.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Zeroes a real's counters, for an id that is handed to a new real
     /// (nothing refers to the old one any more).
     pub fn clear(&self, real: u32) {

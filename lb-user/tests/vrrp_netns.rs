@@ -1,0 +1,565 @@
+//! VRRP across a veth pair between two network namespaces this test
+//! creates (and deletes, even on failure): election, the VIP moving with
+//! the master, gratuitous ARP, a clean shutdown handing over within the
+//! skew time, preemption, spoofed adverts counted and ignored; and, when
+//! keepalived is installed, interoperation with it in both roles.
+//!
+//! Needs root (namespaces, raw sockets); skipped otherwise. Traffic stays
+//! inside the namespaces.
+
+use std::{
+    io::Read as _,
+    net::Ipv4Addr,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use lb_user::{
+    config::{VirtualIp, VrrpConfig},
+    vrrp::{
+        Role, Status, Vrrp,
+        machine::State,
+        packet::{self, Advert},
+    },
+};
+
+fn is_root() -> bool {
+    // SAFETY: no arguments, no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(args: &[&str]) -> String {
+    run(Command::new("ip").args(args))
+}
+
+/// Two namespaces joined by a veth pair: `<a>` holds `va` with 10.77.N.1/24,
+/// `<b>` holds `vb` with 10.77.N.2/24. Both are deleted on drop.
+struct Lab {
+    a: String,
+    b: String,
+    net: u32,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("xvrrp-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The guard exists before anything is created, so that a failure
+        // half-way still removes what was made.
+        let lab = Lab { a: format!("{prefix}-a"), b: format!("{prefix}-b"), net: 77 + n, dir };
+        ip(&["netns", "add", &lab.a]);
+        ip(&["netns", "add", &lab.b]);
+        ip(&["-n", &lab.a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &lab.b]);
+        for (ns, dev, host) in [(&lab.a, "va", 1), (&lab.b, "vb", 2)] {
+            ip(&["-n", ns, "addr", "add", &format!("10.{}.0.{host}/24", lab.net), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Carrier takes a moment to come up on a new veth pair; an
+        // instance started before would begin in Fault.
+        for (ns, dev) in [(&lab.a, "va"), (&lab.b, "vb")] {
+            wait_for("the veth to come up", Duration::from_secs(5), || {
+                ip(&["-n", ns, "link", "show", "dev", dev]).contains("LOWER_UP")
+            });
+        }
+        lab
+    }
+
+    fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, u8::try_from(self.net).unwrap(), 0, host)
+    }
+
+    fn vip(&self) -> Ipv4Addr {
+        self.addr(100)
+    }
+
+    fn has_vip(&self, ns: &str, dev: &str) -> bool {
+        ip(&["-n", ns, "-4", "-o", "addr", "show", "dev", dev]).contains(&format!("{}/32", self.vip()))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` on a thread that joined namespace `ns`.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(Path::new("/run/netns").join(ns)).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: a valid namespace fd; only this thread moves.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+enum Cmd {
+    Status(std::sync::mpsc::Sender<Status>),
+    Shutdown(std::sync::mpsc::Sender<()>),
+}
+
+/// A [`Vrrp`] running on its own thread and tokio runtime inside a
+/// namespace. Dropping it drops the instance (no priority-0 advert).
+struct Node {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Cmd>>,
+    thread: Option<JoinHandle<()>>,
+    roles: Arc<Mutex<Vec<Role>>>,
+}
+
+impl Node {
+    fn start(ns: &str, config: VrrpConfig) -> Node {
+        let file = std::fs::File::open(Path::new("/run/netns").join(ns)).unwrap();
+        let roles = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let hook_roles = Arc::clone(&roles);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: a valid namespace fd; only this thread moves.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            drop(file);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let hook = move |role| hook_roles.lock().unwrap().push(role);
+                let vrrp = match Vrrp::spawn(config, Arc::new(hook)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        ready_tx.send(Err(e.to_string())).unwrap();
+                        return;
+                    }
+                };
+                ready_tx.send(Ok(())).unwrap();
+                while let Some(cmd) = rx.recv().await {
+                    match cmd {
+                        Cmd::Status(reply) => {
+                            let _ = reply.send(vrrp.status());
+                        }
+                        Cmd::Shutdown(done) => {
+                            vrrp.shutdown().await;
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
+                }
+            });
+        });
+        ready_rx.recv().unwrap().unwrap();
+        Node { tx: Some(tx), thread: Some(thread), roles }
+    }
+
+    fn status(&self) -> Status {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx.as_ref().unwrap().send(Cmd::Status(tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    fn roles(&self) -> Vec<Role> {
+        self.roles.lock().unwrap().clone()
+    }
+
+    /// The clean stop, then the thread ends.
+    fn shutdown(mut self) -> Vec<Role> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx.take().unwrap().send(Cmd::Shutdown(tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(15)).unwrap();
+        self.thread.take().unwrap().join().unwrap();
+        self.roles()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop; the runtime drops the task.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `f` every 50 ms for up to `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(lab: &Lab, dev: &str, priority: u8, advert_ms: u64) -> VrrpConfig {
+    let mut c = VrrpConfig::new(dev, 51);
+    c.priority = priority;
+    c.advert_interval = Duration::from_millis(advert_ms);
+    c.addresses = vec![VirtualIp { addr: lab.vip(), prefix_len: 32, interface: dev.into() }];
+    c
+}
+
+/// A raw AF_PACKET socket for ARP in namespace `ns`, non-blocking.
+fn arp_capture(ns: &str) -> socket2::Socket {
+    in_ns(ns, || {
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        let s = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(i32::from(proto).into())).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    })
+}
+
+/// Gratuitous ARPs for `vip` read from `s` within `window`: ARP requests
+/// whose sender and target IP are both the VIP, with their sender MAC.
+fn count_garps(s: &mut socket2::Socket, vip: Ipv4Addr, window: Duration) -> Vec<[u8; 6]> {
+    let end = Instant::now() + window;
+    let mut macs = Vec::new();
+    let mut buf = [0u8; 1600];
+    while Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(n) if n >= 42 => {
+                let arp = &buf[14..42];
+                if arp[6..8] == [0, 1] && arp[14..18] == vip.octets() && arp[24..28] == vip.octets() {
+                    macs.push(<[u8; 6]>::try_from(&arp[8..14]).unwrap());
+                }
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    macs
+}
+
+fn mac(ns: &str, dev: &str) -> [u8; 6] {
+    let out = ip(&["-n", ns, "-o", "link", "show", dev]);
+    let field = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap();
+    let bytes: Vec<u8> = field.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    bytes.try_into().unwrap()
+}
+
+/// Sends `datagram` (a whole IPv4 datagram) to 224.0.0.18 out of `dev` in
+/// namespace `ns`.
+fn inject(ns: &str, dev: &str, datagram: &[u8]) {
+    in_ns(ns, || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(i32::from(packet::PROTOCOL).into())).unwrap();
+        s.bind_device(Some(dev.as_bytes())).unwrap();
+        s.set_header_included_v4(true).unwrap();
+        s.set_multicast_loop_v4(false).unwrap();
+        let dst = std::net::SocketAddrV4::new(packet::GROUP, 0);
+        s.send_to(datagram, &dst.into()).unwrap();
+    });
+}
+
+#[test]
+fn vrrp_election_takeover_preemption_and_spoofing() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::new();
+    let (a_addr, b_addr) = (lab.addr(1), lab.addr(2));
+    let mut garps = arp_capture(&lab.b);
+
+    // A outranks B. A's second ARP burst comes after 1 s.
+    let mut ca = config(&lab, "va", 200, 1000);
+    ca.garp_delay = Duration::from_secs(1);
+    let cb = config(&lab, "vb", 100, 1000);
+    let a = Node::start(&lab.a, ca.clone());
+    let b = Node::start(&lab.b, cb);
+
+    // A: Master_Down_Interval = 3 s + 56/256 s, then master.
+    wait_for("A to become master", Duration::from_secs(8), || a.status().state == State::Master);
+    let macs = count_garps(&mut garps, lab.vip(), Duration::from_millis(1600));
+    assert_eq!(macs.len(), 10, "5 gratuitous ARPs at once and 5 after garp_delay");
+    assert!(macs.iter().all(|m| *m == mac(&lab.a, "va")), "{macs:x?}");
+    wait_for("B to see A as master", Duration::from_secs(3), || b.status().master == Some(a_addr));
+    let (sa, sb) = (a.status(), b.status());
+    assert_eq!((sa.state, sa.master, sa.primary), (State::Master, Some(a_addr), Some(a_addr)));
+    assert_eq!((sb.state, sb.master_advert_interval_ms), (State::Backup, 1000));
+    assert!(sa.adverts_sent >= 2 && sb.adverts_received >= 1, "{sa:?} {sb:?}");
+    assert_eq!((sa.drops.total(), sb.drops.total()), (0, 0), "{sa:?} {sb:?}");
+    assert!(lab.has_vip(&lab.a, "va") && !lab.has_vip(&lab.b, "vb"));
+    assert_eq!(a.roles(), [Role::Backup, Role::Master]);
+    assert_eq!(b.roles(), [Role::Backup]);
+    assert_eq!(sa.transitions, 2);
+
+    // Spoofed adverts into A's namespace from B's: each would make A
+    // yield if it were accepted (priority 255), each is counted by reason.
+    let spoof = lab.addr(9);
+    let resign = Advert { vrid: 51, priority: 255, interval_cs: 100, addresses: vec![lab.vip()] };
+    let good = packet::ipv4_datagram(spoof, packet::GROUP, &resign.encode(spoof, packet::GROUP));
+    let mut ttl254 = good.clone();
+    ttl254[8] = 254;
+    let mut bad_sum = good.clone();
+    bad_sum[27] ^= 0x55;
+    let other = Advert { vrid: 52, ..resign.clone() };
+    let other_vrid = packet::ipv4_datagram(spoof, packet::GROUP, &other.encode(spoof, packet::GROUP));
+    let mut v2 = good.clone();
+    v2[20] = 0x21;
+    for d in [&ttl254, &bad_sum, &other_vrid, &v2] {
+        inject(&lab.b, "vb", d);
+    }
+    wait_for("A to count the spoofed adverts", Duration::from_secs(3), || a.status().drops.total() == 4);
+    let sa = a.status();
+    assert_eq!((sa.drops.ttl, sa.drops.checksum, sa.drops.vrid, sa.drops.version), (1, 1, 1, 1), "{sa:?}");
+    assert_eq!(sa.state, State::Master);
+    // They went out of B's namespace, so B never saw them.
+    assert_eq!(b.status().drops.total(), 0);
+
+    // A clean shutdown: B takes over within its skew (156/256 s), well
+    // before Master_Down_Interval (3.6 s).
+    let start = Instant::now();
+    let roles = a.shutdown();
+    assert_eq!(roles, [Role::Backup, Role::Master, Role::Backup]);
+    assert!(!lab.has_vip(&lab.a, "va"), "A removed the VIP");
+    wait_for("B to take over", Duration::from_secs(3), || b.status().state == State::Master);
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1500), "B took {took:?}");
+    wait_for("the VIP on B", Duration::from_secs(2), || lab.has_vip(&lab.b, "vb"));
+    assert_eq!(b.roles(), [Role::Backup, Role::Master]);
+    assert_eq!(b.status().master, Some(b_addr));
+
+    // A comes back and preempts B (higher priority): B yields at A's
+    // first advert, the VIP goes back.
+    let a = Node::start(&lab.a, ca);
+    wait_for("A to preempt", Duration::from_secs(8), || a.status().state == State::Master);
+    wait_for("B to yield", Duration::from_secs(3), || b.status().state == State::Backup);
+    wait_for("the VIP back on A", Duration::from_secs(2), || lab.has_vip(&lab.a, "va") && !lab.has_vip(&lab.b, "vb"));
+    assert_eq!(b.roles(), [Role::Backup, Role::Master, Role::Backup]);
+    assert_eq!(b.status().master, Some(a_addr));
+    assert_eq!(b.status().transitions, 3);
+
+    // Dropping an instance is no clean stop: no priority-0 advert, so B
+    // waits the whole Master_Down_Interval (3 s + 156/256 s).
+    let start = Instant::now();
+    drop(a);
+    wait_for("B to take over after Master_Down_Interval", Duration::from_secs(6), || {
+        b.status().state == State::Master
+    });
+    let took = start.elapsed();
+    assert!(took > Duration::from_millis(2500), "B took only {took:?}");
+    b.shutdown();
+    assert!(!lab.has_vip(&lab.b, "vb"));
+}
+
+#[test]
+fn vrrp_unicast_owner_and_fault() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::new();
+    let (a_addr, b_addr) = (lab.addr(1), lab.addr(2));
+    // A is the owner: master at once. Fast adverts, unicast both ways.
+    let mut ca = config(&lab, "va", 255, 100);
+    ca.unicast_peers = vec![b_addr];
+    let mut cb = config(&lab, "vb", 100, 100);
+    cb.unicast_peers = vec![a_addr];
+    let a = Node::start(&lab.a, ca);
+    wait_for("the owner to be master", Duration::from_millis(500), || a.status().state == State::Master);
+    let b = Node::start(&lab.b, cb);
+    wait_for("B to follow A", Duration::from_secs(3), || b.status().master == Some(a_addr));
+    assert_eq!(b.status().state, State::Backup);
+    assert_eq!(b.status().master_advert_interval_ms, 100);
+    // A multicast advert (from a non-peer) is dropped by B.
+    let spoof = lab.addr(9);
+    let adv = Advert { vrid: 51, priority: 255, interval_cs: 10, addresses: vec![lab.vip()] };
+    inject(&lab.a, "va", &packet::ipv4_datagram(spoof, packet::GROUP, &adv.encode(spoof, packet::GROUP)));
+    wait_for("B to drop the non-peer advert", Duration::from_secs(2), || b.status().drops.peer == 1);
+
+    // B's link goes down: B is in fault, and so is A (the veth loses its
+    // carrier); both give the VIP up. Back up: B is backup again, A the
+    // owner is master at once.
+    ip(&["-n", &lab.b, "link", "set", "vb", "down"]);
+    wait_for("both in fault", Duration::from_secs(3), || {
+        b.status().state == State::Fault && a.status().state == State::Fault
+    });
+    assert!(!lab.has_vip(&lab.a, "va"));
+    assert_eq!((b.status().primary, b.status().master), (None, None));
+    ip(&["-n", &lab.b, "link", "set", "vb", "up"]);
+    wait_for("A master again", Duration::from_secs(5), || a.status().state == State::Master);
+    wait_for("B backup again", Duration::from_secs(5), || {
+        b.status().state == State::Backup && b.status().master == Some(a_addr)
+    });
+    wait_for("the VIP back on A", Duration::from_secs(2), || lab.has_vip(&lab.a, "va"));
+    assert_eq!(a.roles(), [Role::Master, Role::Fault, Role::Master]);
+    assert_eq!(b.roles(), [Role::Backup, Role::Fault, Role::Backup]);
+
+    // The owner resigns: B takes over after its skew (61 ms here).
+    let start = Instant::now();
+    a.shutdown();
+    wait_for("B to take over", Duration::from_secs(2), || b.status().state == State::Master);
+    assert!(start.elapsed() < Duration::from_millis(800), "{:?}", start.elapsed());
+    b.shutdown();
+}
+
+/// keepalived, when installed, in a namespace of its own: it must accept
+/// our adverts (stay backup while we are master) and we must accept its
+/// (stay backup while it is master), multicast and unicast.
+#[test]
+fn vrrp_keepalived_interoperates() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(keepalived) = which("keepalived") else {
+        eprintln!("skipped: keepalived is not installed");
+        return;
+    };
+    // Multicast at keepalived's default interval; unicast at 0.5 s, which
+    // we learn from its adverts.
+    for (unicast, interval_ms) in [(false, 1000u64), (true, 500)] {
+        let lab = Lab::new();
+        let ms = |n: u64| Duration::from_millis(n * interval_ms / 1000);
+        let a_addr = lab.addr(1);
+        let peers = if unicast { vec![a_addr] } else { vec![] };
+
+        // 1. keepalived (priority 150) is master; we (100) are backup.
+        let ka = Keepalived::start(&keepalived, &lab, 150, unicast, interval_ms);
+        let mut c = config(&lab, "vb", 100, interval_ms);
+        c.unicast_peers = peers.clone();
+        let x = Node::start(&lab.b, c.clone());
+        wait_for("keepalived to be master", Duration::from_secs(8), || lab.has_vip(&lab.a, "va"));
+        wait_for("us to follow keepalived", Duration::from_secs(3), || x.status().master == Some(a_addr));
+        let s = x.status();
+        assert_eq!(s.state, State::Backup, "{s:?}");
+        assert_eq!(s.drops.total(), 0, "{s:?}");
+        assert_eq!(s.master_advert_interval_ms, u32::try_from(interval_ms).unwrap());
+        assert!(!lab.has_vip(&lab.b, "vb"));
+        // keepalived stops cleanly (priority 0): we take over at once.
+        let start = Instant::now();
+        let log = ka.stop();
+        eprintln!("---- keepalived (unicast: {unicast}), first run ----\n{log}");
+        wait_for("us to take over", Duration::from_secs(3), || x.status().state == State::Master);
+        assert!(start.elapsed() < ms(2500), "{:?}\n{log}", start.elapsed());
+        assert!(lab.has_vip(&lab.b, "vb"));
+        x.shutdown();
+
+        // 2. We (200) are master; keepalived (100) stays backup on our
+        // adverts, and takes over at once when we resign.
+        c.priority = 200;
+        let x = Node::start(&lab.b, c);
+        wait_for("us to be master", Duration::from_secs(8), || x.status().state == State::Master);
+        let ka = Keepalived::start(&keepalived, &lab, 100, unicast, interval_ms);
+        // Its Master_Down_Interval is 3.6 intervals.
+        std::thread::sleep(ms(4500));
+        assert!(!lab.has_vip(&lab.a, "va"), "keepalived took the VIP:\n{}", ka.log());
+        assert!(ka.log().contains("Entering BACKUP STATE"), "{}", ka.log());
+        assert!(!ka.log().contains("Entering MASTER STATE"), "{}", ka.log());
+        let start = Instant::now();
+        x.shutdown();
+        wait_for("keepalived to take over", Duration::from_secs(3), || lab.has_vip(&lab.a, "va"));
+        assert!(start.elapsed() < ms(2000), "{:?}\n{}", start.elapsed(), ka.log());
+        let log = ka.stop();
+        eprintln!("---- keepalived (unicast: {unicast}), second run ----\n{log}");
+        for bad in ["invalid", "bad ", "Bad ", "wrong", "mismatch"] {
+            assert!(!log.contains(bad), "keepalived complained ({bad}):\n{log}");
+        }
+        drop(lab);
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+/// keepalived in namespace `<a>` on `va`, stopped (SIGTERM to its PID) on
+/// drop.
+struct Keepalived {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Keepalived {
+    fn start(program: &Path, lab: &Lab, priority: u8, unicast: bool, interval_ms: u64) -> Keepalived {
+        let unicast_lines = if unicast {
+            format!("  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n", lab.addr(1), lab.addr(2))
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            "global_defs {{\n  router_id xvrrp\n  vrrp_version 3\n  enable_script_security\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface va\n  virtual_router_id 51\n  priority {priority}\n  advert_int {}\n{unicast_lines}  virtual_ipaddress {{\n    {}/32\n  }}\n}}\n",
+            interval_ms as f64 / 1000.0,
+            lab.vip()
+        );
+        let tag = format!("ka-{priority}-{unicast}");
+        let conf_path = lab.dir.join(format!("{tag}.conf"));
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = lab.dir.join(format!("{tag}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.a])
+            .arg(program)
+            .args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(lab.dir.join(format!("{tag}.pid")))
+            .arg("-r")
+            .arg(lab.dir.join(format!("{tag}-vrrp.pid")))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Keepalived { child: Some(child), log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (SIGKILL after 5 s); returns the log.
+    fn stop(mut self) -> String {
+        self.terminate();
+        self.log()
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if child.try_wait().ok().flatten().is_none() {
+            // Not reaped yet, so the PID is still this child's.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
