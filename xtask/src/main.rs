@@ -144,10 +144,17 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     run(Command::new("cargo").args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"]))
 }
 
-/// The tests and the demo drive `ip`, `nsenter` and `ethtool`. Best effort:
-/// without root or apt the tests say what is missing themselves.
+/// The tests and the demo drive `ip`, `nsenter` and `ethtool`, and the VRRP
+/// interop tests run keepalived as the peer (only inside their own
+/// namespaces; Debian's package starts no service without a config). Best
+/// effort: without root or apt the tests say what is missing themselves.
 fn ensure_tools() {
-    let missing: Vec<&str> = [("ip", "iproute2"), ("nsenter", "util-linux"), ("ethtool", "ethtool")]
+    let missing: Vec<&str> = [
+        ("ip", "iproute2"),
+        ("nsenter", "util-linux"),
+        ("ethtool", "ethtool"),
+        ("keepalived", "keepalived"),
+    ]
         .into_iter()
         .filter(|(tool, _)| output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_none())
         .map(|(_, package)| package)
