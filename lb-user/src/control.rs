@@ -106,16 +106,30 @@ impl Server {
         Ok(Self { listener, path: path.to_owned() })
     }
 
-    /// Answers requests with `handle` until the task is dropped.
+    /// Answers requests with `handle` until the task is dropped. Only root
+    /// and this process's own user may ask: the socket's mode keeps others
+    /// out, and the peer's credentials are checked again in case someone
+    /// loosened it.
     pub async fn serve(self, handle: Arc<dyn Fn(Request) -> Response + Send + Sync>) {
+        // SAFETY: geteuid cannot fail.
+        let own = unsafe { libc::geteuid() };
         loop {
             let Ok((stream, _)) = self.listener.accept().await else { continue };
             let handle = handle.clone();
             tokio::spawn(async move {
+                let peer = stream.peer_cred().map(|c| c.uid());
+                let allowed = matches!(peer, Ok(uid) if uid == 0 || uid == own);
                 let (read, mut write) = stream.into_split();
+                // The request is read whole even when it will be refused, so
+                // that the client gets the answer rather than a broken pipe.
                 let mut line = Vec::new();
                 let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64 + 1);
                 let response = match reader.read_until(b'\n', &mut line).await {
+                    Ok(_) if !allowed => {
+                        let who = peer.map_or_else(|e| format!("unknown ({e})"), |uid| format!("uid {uid}"));
+                        tracing::warn!(peer = %who, "control request refused: not root");
+                        Response::Error(format!("permission denied for {who}: only root may control the director"))
+                    }
                     Ok(_) if line.len() > MAX_REQUEST => Response::Error("request too long".into()),
                     Ok(_) => match serde_json::from_slice::<Request>(&line) {
                         Ok(request) => handle(request),

@@ -225,6 +225,11 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Everything privileged is open: keep only what running needs.
+    match crate::privilege::drop_unneeded() {
+        Ok(()) => info!(kept = ?crate::privilege::effective(), "capabilities dropped"),
+        Err(e) => warn!(error = %e, "cannot drop capabilities; running with all of them"),
+    }
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break }

@@ -13,6 +13,7 @@ pub mod ldirectord;
 pub mod listing;
 pub mod metrics;
 pub mod nexthop;
+pub mod privilege;
 pub mod rate;
 pub mod sweep;
 pub mod sync;
