@@ -80,6 +80,8 @@ struct Director {
     stamp: Option<FileStamp>,
     /// IPVS's rate estimator, sampled every 2 s.
     estimator: Estimator,
+    /// Connections the full table evicted, uncounted by the sweeper.
+    evictions: sweep::Evictions,
     /// What VRRP made this director (a lone director is the master).
     role: Role,
     /// The VRRP instance, when `[vrrp]` is set.
@@ -136,6 +138,7 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
         events,
         resolve_now: Arc::new(Notify::new()),
         estimator: Estimator::new(),
+        evictions: sweep::Evictions::default(),
         role,
         vrrp: None,
         sync_local,
@@ -290,6 +293,7 @@ impl Director {
         let mut s = listing::snapshot(&self.dataplane, self.dataplane.installed())
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         rate::fill_rates(&mut s, &self.estimator);
+        s.counters.insert(metrics::EVICTED.to_owned(), self.evictions.total);
         view::fill_health(&mut s, |svc, real| self.real_health(svc, real));
         Ok(s)
     }
@@ -645,7 +649,10 @@ async fn sweep_forever(director: Arc<Mutex<Director>>) {
         tokio::time::sleep(SWEEP_INTERVAL).await;
         let mut guard = director.lock().expect("director lock");
         let d = &mut *guard;
-        let swept = sweep::sweep(&mut d.dataplane, &d.rules, &d.timeouts, monotonic_ns());
+        let swept = sweep::sweep(&mut d.dataplane, &d.rules, &d.timeouts, monotonic_ns(), &mut d.evictions);
+        if swept.evicted > 0 {
+            warn!(evicted = swept.evicted, "the connection table is full: the kernel evicted least recently used connections");
+        }
         if swept != sweep::Swept::default() {
             debug!(?swept, "expired");
         }

@@ -31,6 +31,10 @@ pub const PATH: &str = "/metrics";
 /// idle connections cannot pile up.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The name under which the director adds the table's evictions to the
+/// snapshot's counters (they are the controller's, not a packet reason).
+pub const EVICTED: &str = "conn_evicted";
+
 /// What the endpoint serves: the metrics text, or why there is none.
 pub type Source = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
@@ -66,6 +70,9 @@ impl Family {
 
 /// `{a="x",b="y"}`, with the values escaped as the format requires.
 fn label_block(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
     let mut block = String::from("{");
     for (i, (name, value)) in labels.iter().enumerate() {
         if i > 0 {
@@ -205,8 +212,17 @@ pub fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Packets the XDP program counted, by reason (see lb-common's counter module).",
     );
+    let mut evicted = Family::new(
+        "xlvs_conn_evictions_total",
+        "counter",
+        "Connections the full connection table evicted (least recently used first), found and uncounted by the sweeper.",
+    );
     for (reason, value) in &snapshot.counters {
-        reasons.push(&[("reason", reason)], value.to_string());
+        if reason == EVICTED {
+            evicted.push(&[], value.to_string());
+        } else {
+            reasons.push(&[("reason", reason)], value.to_string());
+        }
     }
     // The data plane counts reasons, not actions: every pass_* reason ends
     // in XDP_PASS and every drop_* reason in XDP_DROP, but forwarded
@@ -229,6 +245,7 @@ pub fn render(snapshot: &Snapshot) -> String {
 
     let mut out = String::new();
     for family in [
+        &evicted,
         &svc_conns,
         &svc_packets,
         &svc_bytes,

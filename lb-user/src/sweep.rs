@@ -167,6 +167,46 @@ pub fn expired_cache(entries: &[(AddrKey, u64)], now: u64, rules: &Rules) -> Vec
     gone
 }
 
+/// Connections the kernel's LRU evicted from a full table. The data plane
+/// counted each in its real's ActiveConn or InActConn, and no sweep will
+/// uncount it, so a real's count would stay high for ever (and its
+/// thresholds and least-connection scheduling with it). The sweeper sees
+/// it as a count above what the table holds; since a connection being made
+/// is counted a moment before its entry appears, only the excess seen on
+/// two sweeps in a row (the smaller of the two) is taken off.
+#[derive(Clone, Debug, Default)]
+pub struct Evictions {
+    /// Each real's excess (active, inactive) at the last sweep.
+    last: HashMap<u32, (u64, u64)>,
+    /// Connections taken off so far: the table's evictions.
+    pub total: u64,
+}
+
+impl Evictions {
+    /// The excess to take off each real now: `counted` is what the real's
+    /// counters say, `held` what the table holds, both (active, inactive).
+    pub fn correct(&mut self, counted: &HashMap<u32, (u64, u64)>, held: &HashMap<u32, (u64, u64)>) -> Vec<(u32, u64, u64)> {
+        let mut now = HashMap::new();
+        let mut out = Vec::new();
+        for (&real, &(active, inactive)) in counted {
+            let (ha, hi) = held.get(&real).copied().unwrap_or_default();
+            let excess = (active.saturating_sub(ha), inactive.saturating_sub(hi));
+            if excess == (0, 0) {
+                continue;
+            }
+            let (la, li) = self.last.get(&real).copied().unwrap_or_default();
+            let take = (excess.0.min(la), excess.1.min(li));
+            if take != (0, 0) {
+                out.push((real, take.0, take.1));
+                self.total += take.0 + take.1;
+            }
+            now.insert(real, (excess.0 - take.0, excess.1 - take.1));
+        }
+        self.last = now;
+        out
+    }
+}
+
 /// What one sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -178,11 +218,13 @@ pub struct Swept {
     pub stale: usize,
     /// Ids of removed reals freed for reuse.
     pub released: usize,
+    /// Connections uncounted because the table had evicted them.
+    pub evicted: u64,
 }
 
 /// One pass over the data plane's tables at `now` (CLOCK_MONOTONIC ns, the
 /// clock of `bpf_ktime_get_ns`).
-pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now: u64) -> Swept {
+pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now: u64, evictions: &mut Evictions) -> Swept {
     let mut swept = Swept::default();
     let entries = dataplane.connections();
     let mut removed = HashSet::new();
@@ -232,6 +274,30 @@ pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now:
             referenced.insert(template.real);
         }
     }
+    // What the table holds per real, against what the counters say.
+    let mut held: HashMap<u32, (u64, u64)> = HashMap::new();
+    for (_, c) in entries.iter().filter(|(k, c)| c.flags & CONN_F_REPLY == 0 && !removed.contains(k)) {
+        let h = held.entry(c.real).or_default();
+        if c.flags & CONN_F_INACTIVE != 0 {
+            h.1 += 1;
+        } else {
+            h.0 += 1;
+        }
+    }
+    let counted: HashMap<u32, (u64, u64)> = rules
+        .reals
+        .keys()
+        .copied()
+        .chain(dataplane.retired_ids())
+        .map(|id| {
+            let c = dataplane.real_conns(id);
+            (id, (c.active, c.inactive))
+        })
+        .collect();
+    for (real, active, inactive) in evictions.correct(&counted, &held) {
+        dataplane.shared_counters().forget(real, active, inactive);
+        swept.evicted += active + inactive;
+    }
     swept.released = dataplane.release_retired(&referenced);
 
     for key in expired_cache(&dataplane.lblc_entries(), now, rules) {
@@ -241,6 +307,34 @@ pub fn sweep(dataplane: &mut Dataplane, rules: &Rules, timeouts: &Timeouts, now:
         swept.cache_entries += usize::from(dataplane.remove_lblcr(&key));
     }
     swept
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+
+    #[test]
+    fn only_an_excess_seen_twice_is_taken_off() {
+        let mut e = Evictions::default();
+        let counted = HashMap::from([(1, (5, 3)), (2, (2, 0))]);
+        // Real 1: two active and one inactive connection are not in the
+        // table; real 2 matches.
+        let held = HashMap::from([(1, (3, 2)), (2, (2, 0))]);
+        assert!(e.correct(&counted, &held).is_empty(), "a first sighting may be a connection being made");
+        assert_eq!(e.correct(&counted, &held), [(1, 2, 1)]);
+        assert_eq!(e.total, 3);
+        // Corrected: counts now match, nothing more to take.
+        let counted = HashMap::from([(1, (3, 2)), (2, (2, 0))]);
+        assert!(e.correct(&counted, &held).is_empty());
+        // A transient excess that is gone by the next sweep is never taken.
+        let busy = HashMap::from([(1, (4, 2))]);
+        assert!(e.correct(&busy, &held).is_empty());
+        assert!(e.correct(&counted, &held).is_empty());
+        // Of two different excesses, the smaller goes.
+        assert!(e.correct(&HashMap::from([(1, (6, 2))]), &held).is_empty());
+        assert_eq!(e.correct(&HashMap::from([(1, (4, 2))]), &held), [(1, 1, 0)]);
+        assert_eq!(e.total, 4);
+    }
 }
 
 #[cfg(test)]

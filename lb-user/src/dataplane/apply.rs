@@ -420,6 +420,12 @@ impl Dataplane {
         self.ids.retired.contains(&real)
     }
 
+    /// The retired real ids (see [`Dataplane::release_retired`]).
+    #[must_use]
+    pub fn retired_ids(&self) -> Vec<u32> {
+        self.ids.retired.iter().copied().collect()
+    }
+
     /// `REALS[id]` as the data plane sees it.
     ///
     /// # Errors

@@ -164,6 +164,16 @@ impl SharedCounters {
         }
     }
 
+    /// Takes connections off a real's counts that no table entry stands for
+    /// any more (evicted by the kernel's LRU), stopping at 0.
+    pub fn forget(&self, real: u32, active: u64, inactive: u64) {
+        for (field, n) in [(Field::Active, active), (Field::Inactive, inactive)] {
+            if let Some(word) = self.word(real, field).filter(|_| n > 0) {
+                let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+            }
+        }
+    }
+
     /// Zeroes a real's counters, for an id that is handed to a new real
     /// (nothing refers to the old one any more).
     pub fn clear(&self, real: u32) {
