@@ -88,7 +88,7 @@ struct Director {
     vrrp: Option<Arc<Vrrp>>,
     /// Connection sync: the backup's client-side interface for the NAT
     /// entries it installs, when `[sync]` is set.
-    sync_local: Option<sync::Local>,
+    sync_local: Option<ClientSides>,
 }
 
 /// Runs a director until SIGINT or SIGTERM.
@@ -111,14 +111,9 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
     // VRRP makes it the master.
     let role = if config.vrrp.is_some() { Role::Backup } else { Role::Master };
     dataplane.set_ctl(ctl(role, false)).context("setting the director's mode")?;
-    let sync_local = match &config.sync {
-        None => None,
-        Some(s) => {
-            let ifindex = crate::ifindex(&s.interface)
-                .with_context(|| format!("{}: sync.interface: interface '{}' not found", config_path.display(), s.interface))?;
-            let mac = crate::interface_mac(&s.interface).with_context(|| format!("sync.interface {}", s.interface))?;
-            Some(sync::Local { ifindex, mac })
-        }
+    let sync_local = match (&config.sync, &config.vrrp) {
+        (Some(_), Some(vrrp)) => Some(client_sides(vrrp).with_context(|| format!("{}: vrrp", config_path.display()))?),
+        _ => None,
     };
     for name in &config.interfaces {
         dataplane.attach(name)?;
@@ -279,9 +274,10 @@ impl Director {
             debug!(%from, entries = entries.len(), "sync message while master: ignored");
             return;
         }
-        let Some(local) = self.sync_local else { return };
+        let Some(sides) = &self.sync_local else { return };
         let now = monotonic_ns();
         for entry in entries {
+            let local = sides.by_vip.get(entry.virtual_addr.ip()).copied().unwrap_or(sides.default);
             if let Err(e) = sync::install(&mut self.dataplane, entry, &self.timeouts, now, local) {
                 debug!(client = %entry.client, vip = %entry.virtual_addr, real = %entry.real, reason = %e, "synced connection skipped");
             }
@@ -499,6 +495,26 @@ impl Director {
             Err(e) => Response::Error(e),
         }
     }
+}
+
+/// Where the replies of synced NAT connections go out: the interface that
+/// holds their VIP (the client side), else the VRRP interface.
+struct ClientSides {
+    by_vip: HashMap<Ipv4Addr, sync::Local>,
+    default: sync::Local,
+}
+
+fn client_sides(vrrp: &config::VrrpConfig) -> anyhow::Result<ClientSides> {
+    let local = |name: &str| -> anyhow::Result<sync::Local> {
+        let ifindex = crate::ifindex(name).with_context(|| format!("interface '{name}' not found"))?;
+        let mac = crate::interface_mac(name).with_context(|| format!("the MAC address of {name}"))?;
+        Ok(sync::Local { ifindex, mac })
+    };
+    let mut by_vip = HashMap::new();
+    for vip in &vrrp.addresses {
+        by_vip.insert(vip.addr, local(&vip.interface)?);
+    }
+    Ok(ClientSides { by_vip, default: local(&vrrp.interface)? })
 }
 
 /// The data plane's switches for a role.

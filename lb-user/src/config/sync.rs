@@ -9,8 +9,8 @@ pub const DEFAULT_PORT: u16 = 8848;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncConfig {
-    /// Where sync messages are sent and received; for NAT, also where the
-    /// backup's synced connections send their replies (the client side).
+    /// Where sync messages are sent and received (the replies of synced NAT
+    /// connections go out of the interface that holds their VIP).
     pub interface: String,
     /// The multicast group, used when there are no `peers`.
     pub group: Ipv4Addr,
