@@ -288,6 +288,34 @@ impl Director {
     fn snapshot(&self) -> Result<Snapshot, String> {
         let mut s = listing::snapshot(&self.dataplane, self.dataplane.installed())
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        // The reals failed checks took out of their service are still
+        // configured: `--health` and the metrics show them down.
+        for service in &self.configured.services {
+            let Some(view) = s.services.iter_mut().find(|v| v.protocol == service.protocol.to_string() && v.address == service.vip) else {
+                continue;
+            };
+            for real in &service.reals {
+                let address = std::net::SocketAddrV4::new(real.addr, real.port);
+                if view.reals.iter().any(|r| r.address == address) {
+                    continue;
+                }
+                view.reals.push(RealView {
+                    address,
+                    forward: real.forward.to_string(),
+                    weight: 0,
+                    active: 0,
+                    inactive: 0,
+                    persistent_conns: 0,
+                    u_threshold: real.u_threshold,
+                    l_threshold: real.l_threshold,
+                    overloaded: false,
+                    stats: view::StatsView::default(),
+                    rate: view::RateView::default(),
+                    health: None,
+                    in_service: false,
+                });
+            }
+        }
         rate::fill_rates(&mut s, &self.estimator);
         s.counters.insert(metrics::EVICTED.to_owned(), self.evictions.total);
         view::fill_health(&mut s, |svc, real| self.real_health(svc, real));
@@ -348,14 +376,17 @@ impl Director {
                 wanted.insert((service_key(service), real_key(real)), (service, real));
             }
         }
-        self.monitors.retain(|key, checked| wanted.get(key).is_some_and(|(_, r)| r.check == checked.check));
-        self.states.retain(|key, _| self.monitors.contains_key(key));
+        // Reals that left lose their check and state; a real whose check
+        // changed gets the new check but keeps its state.
+        self.monitors.retain(|key, _| wanted.contains_key(key));
+        self.states.retain(|key, _| wanted.contains_key(key));
         for (key, (service, real)) in wanted {
-            if self.monitors.contains_key(&key) {
+            if self.monitors.get(&key).is_some_and(|c| c.check == real.check) {
                 continue;
             }
             let target = Target { protocol: service.protocol, vip: service.vip, addr: real.addr, port: real.port };
-            let monitor = Monitor::spawn(target, real.check.clone(), self.events.clone());
+            let state = self.states.get(&key).copied().unwrap_or_default();
+            let monitor = Monitor::resume(target, real.check.clone(), self.events.clone(), state.up, state.weight);
             self.monitors.insert(key, Checked { check: real.check.clone(), monitor });
         }
     }

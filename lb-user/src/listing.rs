@@ -53,6 +53,7 @@ pub fn snapshot(dp: &Dataplane, installed: &[Installed]) -> Result<Snapshot, dat
                 // The director fills these: `rate::fill_rates` and its checker.
                 rate: RateView::default(),
                 health: None,
+                in_service: true,
             });
         }
         services.push(ServiceView {

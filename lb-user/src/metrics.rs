@@ -189,15 +189,19 @@ pub fn render(snapshot: &Snapshot) -> String {
             let address = real.address.to_string();
             let labels = [svc[0], svc[1], ("real", address.as_str())];
             let st = &real.stats;
-            real_conns.push(&labels, st.conns.to_string());
-            for (direction, packets, bytes) in [("in", st.inpkts, st.inbytes), ("out", st.outpkts, st.outbytes)] {
-                let with = [labels[0], labels[1], labels[2], ("direction", direction)];
-                real_packets.push(&with, packets.to_string());
-                real_bytes.push(&with, bytes.to_string());
+            // A real its checks took out of the service has no counters in
+            // the data plane; only its health is known.
+            if real.in_service {
+                real_conns.push(&labels, st.conns.to_string());
+                for (direction, packets, bytes) in [("in", st.inpkts, st.inbytes), ("out", st.outpkts, st.outbytes)] {
+                    let with = [labels[0], labels[1], labels[2], ("direction", direction)];
+                    real_packets.push(&with, packets.to_string());
+                    real_bytes.push(&with, bytes.to_string());
+                }
+                active.push(&labels, real.active.to_string());
+                inactive.push(&labels, real.inactive.to_string());
+                weight.push(&labels, real.weight.to_string());
             }
-            active.push(&labels, real.active.to_string());
-            inactive.push(&labels, real.inactive.to_string());
-            weight.push(&labels, real.weight.to_string());
             if let Some(health) = &real.health {
                 up.push(&labels, u8::from(health.up).to_string());
                 if let Some(ms) = health.last_latency_ms {
@@ -353,6 +357,7 @@ mod tests {
             },
             rate: RateView::default(),
             health: None,
+            in_service: true,
         }
     }
 

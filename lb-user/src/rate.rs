@@ -343,6 +343,7 @@ mod tests {
             stats: s,
             rate: RateView::default(),
             health: None,
+            in_service: true,
         };
         let snapshot = |n: u64| Snapshot {
             conn_table_size: 4096,

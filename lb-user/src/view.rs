@@ -91,6 +91,15 @@ pub struct RealView {
     /// for this real.
     #[serde(default)]
     pub health: Option<RealHealth>,
+    /// False for a configured real that its failed checks took out of the
+    /// service (`quiescent = false`): only `--health` and the metrics' `up`
+    /// show it, as ipvsadm would not.
+    #[serde(default = "in_service_default")]
+    pub in_service: bool,
+}
+
+const fn in_service_default() -> bool {
+    true
 }
 
 /// The health of one real, as `xlvs list --health` shows it.
@@ -345,7 +354,8 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
                 out.push('\n');
             }
         }
-        let mut reals: Vec<&RealView> = service.reals.iter().collect();
+        let mut reals: Vec<&RealView> =
+            service.reals.iter().filter(|r| r.in_service || layout == Layout::Health).collect();
         reals.sort_by_key(|r| (*r.address.ip(), r.address.port()));
         for real in reals {
             let address = real.address.to_string();
@@ -473,6 +483,7 @@ mod tests {
             stats: stats(c),
             rate: RateView::default(),
             health: None,
+            in_service: true,
         }
     }
 

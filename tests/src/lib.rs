@@ -12,6 +12,7 @@
 //! `sysctl` and `ethtool`.
 
 pub mod netns;
+pub mod pair;
 pub mod topology;
 pub mod traffic;
 pub mod xlvs;

@@ -434,8 +434,39 @@ impl Topology {
             .position(|p| p.desc() == desc)
             .with_context(|| format!("{desc} is not running"))?;
         let mut proc = self.procs.remove(i);
+        // A server paused with SIGSTOP would sit on SIGTERM until killed.
+        if proc.try_wait()?.is_none() {
+            // SAFETY: plain syscall on the PID of our unreaped child.
+            unsafe { libc::kill(proc.pid() as libc::pid_t, libc::SIGCONT) };
+        }
         proc.stop()?;
         Ok(())
+    }
+
+    /// Sends `signal` to the server [`Topology::start_server`] started as
+    /// `name` in `ns_name` (by its PID, after checking it still runs):
+    /// `SIGSTOP` makes it hang (the kernel still completes handshakes, but
+    /// nothing answers), `SIGCONT` resumes it.
+    pub fn signal_server(&mut self, ns_name: &str, name: &str, signal: libc::c_int) -> Result<()> {
+        let desc = server_desc(name, ns_name);
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.desc() == desc)
+            .with_context(|| format!("{desc} is not running"))?;
+        proc.check_running()?;
+        // SAFETY: plain syscall on the PID of our unreaped child.
+        if unsafe { libc::kill(proc.pid() as libc::pid_t, signal) } != 0 {
+            bail!("kill {desc}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// [`Topology::signal_server`] for the realserver of real `index`.
+    pub fn signal_realserver(&mut self, index: usize, signal: libc::c_int) -> Result<()> {
+        let r = self.reals.get(index).context("no such real")?;
+        let (ns_name, name) = (r.ns.name().to_string(), r.name.clone());
+        self.signal_server(&ns_name, &name, signal)
     }
 
     /// Adds host `<prefix>-<role>` on the int segment at `ip`, set up as

@@ -16,7 +16,7 @@ use crate::netns::{Netns, Proc, TempDir, run_checked, wait_for};
 use crate::topology::{self, Topology};
 
 /// How long `xlvs run` / `xlvs decap` may take to become ready.
-pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `xlvs` binary: `$XLVS_BIN`, else `<workspace>/target/release/xlvs`.
 pub fn xlvs_bin() -> PathBuf {
@@ -77,6 +77,18 @@ impl Xlvs {
     /// `xdp_ifaces` (interfaces in `ns`). Fails with xlvs's stderr if it
     /// exits early.
     pub fn start(ns: &Netns, config: &str, xdp_ifaces: &[&str]) -> Result<Xlvs> {
+        Self::start_within(ns, config, xdp_ifaces, START_TIMEOUT)
+    }
+
+    /// [`Xlvs::start`], allowing `timeout` (instead of [`START_TIMEOUT`])
+    /// for the director to answer and attach (loading and verifying the
+    /// XDP programs takes longer on a busy machine).
+    pub fn start_within(
+        ns: &Netns,
+        config: &str,
+        xdp_ifaces: &[&str],
+        timeout: Duration,
+    ) -> Result<Xlvs> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bin = check_bin()?;
         let dir = TempDir::new(&format!(
@@ -109,7 +121,7 @@ impl Xlvs {
         };
 
         let mut last_err = String::new();
-        wait_for("`xlvs list -n` to answer", START_TIMEOUT, || {
+        wait_for("`xlvs list -n` to answer", timeout, || {
             x.proc.check_running()?;
             match list(&x.socket, &["-n"]) {
                 Ok(_) => Ok(Some(())),
@@ -128,7 +140,7 @@ impl Xlvs {
         for ifname in xdp_ifaces {
             wait_for(
                 &format!("XDP on {ifname} in {}", ns.name()),
-                START_TIMEOUT,
+                timeout,
                 || {
                     x.proc.check_running()?;
                     Ok(xdp_attached(ns, ifname)?.then_some(()))
@@ -224,7 +236,11 @@ impl Xlvs {
         self.proc.check_running()?;
         // SAFETY: plain syscall on the PID of our unreaped child.
         if unsafe { libc::kill(self.proc.pid() as libc::pid_t, signal) } != 0 {
-            bail!("kill({}, {signal}): {}", self.proc.pid(), std::io::Error::last_os_error());
+            bail!(
+                "kill({}, {signal}): {}",
+                self.proc.pid(),
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }

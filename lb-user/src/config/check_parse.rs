@@ -386,15 +386,12 @@ pub(super) fn health(at: &Locator<'_>, prefix: &str, keys: &HealthKeys<'_>, vpor
         health.fallback = Some(fallback(at, &key("fallback"), v, vport, default_forward, reals)?);
     }
     if let Some(v) = keys.quorum {
-        let total: i64 = reals.iter().map(|r| i64::from(r.weight)).sum();
+        // A quorum above the reals' total weight is allowed, as keepalived
+        // allows it: draining reals (weight 0) may lose the quorum on
+        // purpose, and an edit must not be refused for it.
         let n = v.get_ref().as_integer().ok_or_else(|| at.wrong_type(v, &key("quorum"), "an integer"))?;
-        if n < 0 {
-            return Err(at.error(v.span().start, key("quorum"), format!("{n} is out of range 0..={total}")));
-        }
-        if n > total {
-            return Err(at.error(v.span().start, key("quorum"), format!("{n} is above the reals' total weight {total}: the quorum could never be met")));
-        }
-        health.quorum = u32::try_from(n).unwrap_or(u32::MAX);
+        health.quorum = u32::try_from(n)
+            .map_err(|_| at.error(v.span().start, key("quorum"), format!("{n} is out of range 0..={}", u32::MAX)))?;
     }
     let command = |v: Option<&Spanned<Value>>, k: &str| v.map(|v| at.text(v, &key(k)).map(str::to_owned)).transpose();
     health.quorum_up = command(keys.quorum_up, "quorum_up")?;

@@ -71,8 +71,17 @@ impl Monitor {
     /// The real starts up. Must be called within a tokio runtime.
     #[must_use]
     pub fn spawn(target: Target, check: Check, events: UnboundedSender<Event>) -> Self {
-        let status = Arc::new(Mutex::new(Status::default()));
-        let task = tokio::spawn(run(target, check, events, Arc::clone(&status)));
+        Self::resume(target, check, events, true, None)
+    }
+
+    /// Starts checking a real whose state is already known (its check was
+    /// replaced by a reload or an edit): it stays up or down, with its
+    /// dynamic weight, until the new check's results say otherwise, so a
+    /// down real does not come back just because its check changed.
+    #[must_use]
+    pub fn resume(target: Target, check: Check, events: UnboundedSender<Event>, up: bool, weight: Option<u32>) -> Self {
+        let status = Arc::new(Mutex::new(Status { up, weight, ..Status::default() }));
+        let task = tokio::spawn(run(target, check, events, Arc::clone(&status), up, weight));
         Self { status, task }
     }
 
@@ -94,11 +103,15 @@ async fn run(
     check: Check,
     events: UnboundedSender<Event>,
     status: Arc<Mutex<Status>>,
+    up: bool,
+    weight: Option<u32>,
 ) {
     let started = Instant::now();
     let counts_from = started + check.warmup;
     let interval = check.interval.max(MIN_INTERVAL);
     let mut tracker = Tracker::new(&check);
+    tracker.up = up;
+    tracker.weight = weight;
     let mut next = started;
     loop {
         sleep_until(next).await;

@@ -221,7 +221,9 @@ fn answer(name: &str, pages: &Pages, head: &[u8]) -> (&'static str, String) {
     if let Some(want) = &pages.host {
         let host = lines.find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case("host")
+                .then(|| v.trim().to_string())
         });
         let host_name = host.as_deref().map(|h| h.split(':').next().unwrap_or(h));
         if !host_name.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
