@@ -24,6 +24,7 @@ pub mod apply;
 pub mod conns;
 pub mod programs;
 pub mod tables;
+pub mod xdp_link;
 
 pub use apply::{Applied, RealKey, ServiceKey as ServiceAddr};
 
@@ -92,6 +93,20 @@ pub struct Dataplane {
     ids: apply::Ids,
     /// mh's last non-zero weight of each real id (`mh_last_weight`).
     mh_weights: StdHashMap<u32, u32>,
+    /// The interfaces the director is attached to (see `xdp_link`).
+    attached: Vec<u32>,
+}
+
+impl Drop for Dataplane {
+    /// A clean stop (or a failed start) detaches; only a process that dies
+    /// without dropping leaves the program forwarding.
+    fn drop(&mut self) {
+        for ifindex in self.attached.drain(..) {
+            if let Err(e) = xdp_link::detach(ifindex) {
+                tracing::warn!(ifindex, error = %e, "cannot detach XDP");
+            }
+        }
+    }
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error> {
@@ -141,6 +156,7 @@ impl Dataplane {
             installed: Vec::new(),
             ids: apply::Ids::default(),
             mh_weights: StdHashMap::new(),
+            attached: Vec::new(),
         })
     }
 
@@ -155,7 +171,22 @@ impl Dataplane {
     /// # Errors
     /// When the interface does not exist or refuses XDP.
     pub fn attach(&mut self, interface: &str) -> Result<(), Error> {
-        attach(&mut self.ebpf, PROG_DIRECTOR, interface)
+        let attach_err = |source: std::io::Error| Error::Attach {
+            interface: interface.to_owned(),
+            source: ProgramError::SyscallError(aya::sys::SyscallError { call: "IFLA_XDP", io_error: source }),
+        };
+        let ifindex = crate::ifindex(interface)
+            .ok_or_else(|| attach_err(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+        let program: &Xdp = self
+            .ebpf
+            .program(PROG_DIRECTOR)
+            .ok_or(Error::Missing(PROG_DIRECTOR))?
+            .try_into()
+            .map_err(|source| Error::Program { name: PROG_DIRECTOR, source })?;
+        let fd = program.fd().map_err(|source| Error::Program { name: PROG_DIRECTOR, source })?;
+        xdp_link::attach(ifindex, std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))).map_err(attach_err)?;
+        self.attached.push(ifindex);
+        Ok(())
     }
 
     /// Sets the run-time switches (standby, sync).

@@ -422,6 +422,11 @@ impl Instance {
                 Action::SendAdvert { priority } => self.send_advert(priority),
                 Action::BecomeMaster => {
                     tracing::info!("vrrp: vrid {} on {}: entering MASTER", self.config.vrid, self.config.interface);
+                    // Forwarding starts before the VIPs are added: the data
+                    // plane needs no address, but a kernel that has the VIP
+                    // while the data plane still stands by would answer the
+                    // first packets of established connections with resets.
+                    (self.on_role)(Role::Master);
                     for vip in &self.config.addresses {
                         if let Err(e) = self.addresses.add(vip).await {
                             tracing::error!("vrrp: adding {vip}: {e}");
@@ -431,7 +436,6 @@ impl Instance {
                     if self.config.garp_count > 0 && !self.config.garp_delay.is_zero() {
                         self.garp_again = Some(Instant::now() + self.config.garp_delay);
                     }
-                    (self.on_role)(Role::Master);
                     notify(self.config.notify_master.as_deref());
                 }
                 Action::BecomeBackup | Action::BecomeFault => {
