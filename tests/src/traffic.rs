@@ -28,9 +28,20 @@ fn addr(a: &str) -> Result<SocketAddr> {
         .with_context(|| format!("no address for {a:?}"))
 }
 
+/// The next source port for a client connection: outside the kernel's
+/// ephemeral range, and never the same twice in a test process. A director
+/// keeps the entry of a closed connection for a while (as IPVS does, and a
+/// DR director cannot tell a client's port reuse from a late segment), so a
+/// client that reused a port could meet its old real instead of the
+/// scheduler's pick.
+fn next_source_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    (10_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 22_000) as u16
+}
+
 fn connect(addr: SocketAddr) -> Result<TcpStream> {
-    let s =
-        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
+    let s = connect_from_fresh_port(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_write_timeout(Some(TIMEOUT))?;
     let _ = s.set_nodelay(true);
@@ -303,4 +314,22 @@ pub fn http_fetch(ns: &Netns, addr_s: &str, path: &str, host: &str) -> Result<Ht
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     })?
+}
+
+/// Connects from a source port of [`next_source_port`] (skipping ports in
+/// use).
+fn connect_from_fresh_port(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let mut last = None;
+    for _ in 0..100 {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        let local = SocketAddr::from(([0, 0, 0, 0], next_source_port()));
+        if let Err(e) = socket.bind(&SockAddr::from(local)) {
+            last = Some(e);
+            continue;
+        }
+        socket.connect_timeout(&SockAddr::from(addr), TIMEOUT)?;
+        return Ok(socket.into());
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
