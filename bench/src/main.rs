@@ -1,12 +1,30 @@
-//! `bench`: what the data plane costs per packet, measured in the kernel
-//! with BPF_PROG_TEST_RUN (see the Method section it writes into
-//! BENCHMARKS.md). Needs root. `cargo xtask bench` runs it in full;
-//! `--quick` is CI's smoke run: 1 run of 2000 packets, and only
-//! target/bench/results.json is written.
+//! `bench`: what xlvs costs, in four parts (see the Method sections it
+//! writes into BENCHMARKS.md). Needs root. `cargo xtask bench` runs it in
+//! full:
+//!
+//! 1. per-packet cost of the data plane under BPF_PROG_TEST_RUN;
+//! 2. (`mpps`) packets per second through veth with live frames;
+//! 3. (`http`) HTTP through xlvs side by side with no balancer, nftables
+//!    and HAProxy (needs wrk, nginx, haproxy and nft, which `cargo xtask
+//!    bench` installs);
+//! 4. (`scale`) 1M flows, the maps' memory, the cost of a weight change.
+//!
+//! `--quick` is CI's smoke run: parts 1, 2 and 4 at a small size, none of
+//! the tools of part 3, and only target/bench/results.json is written.
+//! `--only packets,mpps,http,scale` picks parts, and `--http-seconds N`,
+//! `--http-rounds N`, `--mpps-seconds N` shorten them; such runs write
+//! target/bench/BENCHMARKS.partial.md instead of BENCHMARKS.md.
 
 mod empty_prog;
+mod http;
+mod lab;
+mod mpps;
+mod raw;
 mod report;
+mod scale;
 mod sched_flows;
+mod sections;
+mod syscount;
 // The fixture harness: the benchmark sets up its maps and checks its output
 // exactly as the packet fixtures do.
 #[path = "../../tests/tests/support/mod.rs"]
@@ -16,6 +34,7 @@ use std::{
     cell::RefCell,
     path::{Path, PathBuf},
     rc::Rc,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -32,35 +51,112 @@ use crate::{
     support::*,
 };
 
-struct Settings {
+/// The parts of the benchmark.
+const PARTS: [&str; 4] = ["packets", "mpps", "http", "scale"];
+
+pub struct Settings {
     runs: usize,
     packets: usize,
     quick: bool,
+    /// Parts to run, from `PARTS`.
+    parts: Vec<&'static str>,
+    http_seconds: u32,
+    http_rounds: usize,
+    mpps_seconds: f64,
+    /// Whether anything was shortened or left out (BENCHMARKS.md is then
+    /// left alone).
+    partial: bool,
 }
 
 impl Settings {
     fn from_args() -> Result<Self> {
         let mut quick = false;
-        for arg in std::env::args().skip(1) {
+        let mut parts: Option<Vec<&'static str>> = None;
+        let mut http_seconds = None;
+        let mut http_rounds = None;
+        let mut mpps_seconds = None;
+        let mut args = std::env::args().skip(1);
+        let usage = "usage: bench [--quick] [--only packets,mpps,http,scale] \
+                     [--http-seconds N] [--http-rounds N] [--mpps-seconds N]";
+        while let Some(arg) = args.next() {
+            let mut value = |what: &str| {
+                args.next()
+                    .with_context(|| format!("{what} needs a value ({usage})"))
+            };
             match arg.as_str() {
                 "--quick" => quick = true,
-                other => bail!("unknown argument {other:?} (usage: bench [--quick])"),
+                "--only" => {
+                    let list = value("--only")?;
+                    let mut picked = Vec::new();
+                    for name in list.split(',') {
+                        let part = PARTS
+                            .iter()
+                            .find(|p| **p == name.trim())
+                            .with_context(|| format!("unknown part {name:?} ({usage})"))?;
+                        picked.push(*part);
+                    }
+                    parts = Some(picked);
+                }
+                "--http-seconds" => http_seconds = Some(value("--http-seconds")?.parse()?),
+                "--http-rounds" => http_rounds = Some(value("--http-rounds")?.parse()?),
+                "--mpps-seconds" => mpps_seconds = Some(value("--mpps-seconds")?.parse()?),
+                other => bail!("unknown argument {other:?} ({usage})"),
             }
         }
-        Ok(if quick {
-            Self {
-                runs: 1,
-                packets: 2_000,
-                quick,
+        let partial = quick
+            || parts.is_some()
+            || http_seconds.is_some()
+            || http_rounds.is_some()
+            || mpps_seconds.is_some();
+        let parts = parts.unwrap_or_else(|| {
+            if quick {
+                vec!["packets", "mpps", "scale"]
+            } else {
+                PARTS.to_vec()
             }
-        } else {
-            Self {
-                runs: 5,
-                packets: 100_000,
-                quick,
-            }
+        });
+        Ok(Self {
+            runs: if quick { 1 } else { 5 },
+            packets: if quick { 2_000 } else { 100_000 },
+            quick,
+            parts,
+            http_seconds: http_seconds.unwrap_or(8),
+            http_rounds: http_rounds.unwrap_or(3),
+            mpps_seconds: mpps_seconds.unwrap_or(if quick { 0.2 } else { 2.0 }),
+            partial,
         })
     }
+
+    fn has(&self, part: &str) -> bool {
+        self.parts.contains(&part)
+    }
+}
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe. Loops check it and unwind,
+    // so that every namespace and process is cleaned up.
+    tests::traffic::STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Fails once SIGINT/SIGTERM arrived.
+pub fn check_stop() -> Result<()> {
+    if tests::traffic::stopped() {
+        bail!("interrupted");
+    }
+    Ok(())
 }
 
 /// One benchmark: runs a packet, checks its verdict and output, and returns
@@ -346,36 +442,79 @@ fn workspace_dirs() -> (PathBuf, PathBuf) {
 
 fn main() -> Result<()> {
     let settings = Settings::from_args()?;
+    install_signal_handlers();
     let started = Instant::now();
     println!(
-        "bench: {} run(s) of {} packets per path{}",
-        settings.runs,
-        settings.packets,
-        if settings.quick {
-            " (quick: BENCHMARKS.md is left alone)"
+        "bench: parts {}{}",
+        settings.parts.join(", "),
+        if settings.partial {
+            " (BENCHMARKS.md is left alone)"
         } else {
             ""
         }
     );
-
-    // The new-connection benchmarks share one data plane; it also tells
-    // what the verifier processed.
-    let mut shared = Shared {
-        lb: Rc::new(RefCell::new(Lb::new())),
-        services: 0,
-    };
-    let verifier = verified(&shared.lb.borrow())?;
-    let mut figures = Vec::new();
-    for (name, what) in cases() {
-        println!("{what}");
-        // The others are built right before they run, so that at most one
-        // more eBPF instance (and its connection table) is alive at a time.
-        let mut case = build(name, what, &mut shared)?;
-        let runs = measure(name, case.as_mut(), &settings);
-        figures.push(Figures { name, what, runs });
+    // A run killed with SIGKILL leaves its namespaces behind; its pid is in
+    // their names, so they can be told from those of a live run.
+    for name in tests::netns::remove_stale_labs().unwrap_or_default() {
+        println!("removed the leftover {name}");
     }
 
-    let baseline = figures[0].median();
+    let mut figures = Vec::new();
+    let mut verifier = Vec::new();
+    if settings.has("packets") {
+        println!(
+            "\n== 1. per packet, BPF_PROG_TEST_RUN: {} run(s) of {} packets per path",
+            settings.runs, settings.packets
+        );
+        // The new-connection benchmarks share one data plane; it also tells
+        // what the verifier processed.
+        let mut shared = Shared {
+            lb: Rc::new(RefCell::new(Lb::new())),
+            services: 0,
+        };
+        verifier = verified(&shared.lb.borrow())?;
+        for (name, what) in cases() {
+            check_stop()?;
+            println!("{what}");
+            // The others are built right before they run, so that at most one
+            // more eBPF instance (and its connection table) is alive at a time.
+            let mut case = build(name, what, &mut shared)?;
+            let runs = measure(name, case.as_mut(), &settings);
+            figures.push(Figures { name, what, runs });
+        }
+    }
+    let mpps = if settings.has("mpps") {
+        println!("\n== 2. packets per second through veth (live frames)");
+        Some(mpps::run(&mpps::Settings {
+            runs: if settings.quick { 1 } else { 3 },
+            seconds: settings.mpps_seconds,
+            flows: if settings.quick {
+                vec![1_000]
+            } else {
+                vec![1_000, 65_000]
+            },
+            min_frames: if settings.quick { 20_000 } else { 200_000 },
+        })?)
+    } else {
+        None
+    };
+    let scale = if settings.has("scale") {
+        println!("\n== 4. scale: 1M flows, map memory, weight changes");
+        Some(scale::run(&settings)?)
+    } else {
+        None
+    };
+    let http = if settings.has("http") {
+        println!("\n== 3. HTTP side by side (wrk, nginx)");
+        Some(http::run(&http::Settings {
+            seconds: settings.http_seconds,
+            rounds: settings.http_rounds,
+        })?)
+    } else {
+        None
+    };
+
+    let baseline = figures.first().map_or(f64::NAN, Figures::median);
     let machine = Machine::probe();
     let report = Report {
         machine: &machine,
@@ -385,6 +524,10 @@ fn main() -> Result<()> {
         runs: settings.runs,
         packets: settings.packets,
         quick: settings.quick,
+        partial: settings.partial,
+        mpps: mpps.as_ref(),
+        http: http.as_ref(),
+        scale: scale.as_ref(),
     };
     println!(
         "\n{}",

@@ -97,6 +97,12 @@ pub struct Report<'a> {
     pub runs: usize,
     pub packets: usize,
     pub quick: bool,
+    /// A quick run, or one with parts left out or shortened: BENCHMARKS.md
+    /// is left alone.
+    pub partial: bool,
+    pub mpps: Option<&'a crate::mpps::Report>,
+    pub http: Option<&'a crate::http::Report>,
+    pub scale: Option<&'a crate::scale::Report>,
 }
 
 impl Report<'_> {
@@ -142,6 +148,14 @@ impl Report<'_> {
             "limits": {
                 "max_reals_per_service": lb_common::MAX_REALS_PER_SERVICE,
             },
+            "partial": self.partial,
+            "veth_mpps": self.mpps.map(crate::sections::mpps_json),
+            "http": self.http.map(crate::sections::http_json),
+            "scale": self.scale.map(crate::sections::scale_json),
+            "targets": crate::sections::targets(self)
+                .iter()
+                .map(|t| json!({ "target": t.target, "measured": t.measured, "verdict": t.verdict.as_str() }))
+                .collect::<Vec<Value>>(),
         })
     }
 
@@ -151,14 +165,44 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "# Benchmarks\n\n\
-             What the XDP data plane costs per packet, measured in the kernel with\n\
-             `BPF_PROG_TEST_RUN`. Regenerate with `cargo xtask bench` (needs root);\n\
-             this file is written by `bench/src/main.rs`, do not edit it by hand.\n\n\
+             What xlvs costs: per packet in the kernel (`BPF_PROG_TEST_RUN`), in\n\
+             packets per second through veth, in HTTP requests side by side with\n\
+             nftables and HAProxy, and at scale. Regenerate with `cargo xtask bench`\n\
+             (needs root); this file is written by the `bench` crate\n\
+             (`bench/src/report.rs`, `bench/src/sections.rs`), do not edit it by hand.\n\n\
              | machine | |\n| --- | --- |\n\
              | CPUs (`nproc`) | {} |\n| CPU model | {} |\n| kernel (`uname -r`) | {} |\n\
              | date | {} |\n| command | `cargo xtask bench` |\n",
             m.cpus, m.cpu_model, m.kernel, m.date
         );
+        crate::sections::targets_md(self, &mut s);
+        if !self.figures.is_empty() {
+            self.packet_sections(&mut s);
+        }
+        if let Some(m) = self.mpps {
+            crate::sections::mpps_md(m, &mut s);
+        }
+        if let Some(h) = self.http {
+            crate::sections::http_md(h, &mut s);
+        }
+        if let Some(sc) = self.scale {
+            crate::sections::scale_md(sc, &mut s);
+        }
+        failover_md(&mut s);
+        s.push_str(METHOD);
+        if self.mpps.is_some() {
+            s.push_str(crate::sections::MPPS_METHOD);
+        }
+        if self.http.is_some() {
+            s.push_str(crate::sections::HTTP_METHOD);
+        }
+        if self.scale.is_some() {
+            s.push_str(crate::sections::SCALE_METHOD);
+        }
+        s
+    }
+
+    fn packet_sections(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "## Results\n\n\
@@ -182,10 +226,8 @@ impl Report<'_> {
                 f.median() - self.baseline
             );
         }
-        self.syn_table(&mut s, &syns);
-        self.verifier_table(&mut s);
-        s.push_str(METHOD);
-        s
+        self.syn_table(s, &syns);
+        self.verifier_table(s);
     }
 
     /// New connections: one row per scheduler, one column per real count;
@@ -286,7 +328,14 @@ impl Report<'_> {
         let json = serde_json::to_string_pretty(&self.json()).expect("JSON of plain values");
         fs::write(dir.join("results.json"), json + "\n")?;
         println!("wrote {}", dir.join("results.json").display());
-        if !self.quick {
+        if self.partial {
+            let path = dir.join("BENCHMARKS.partial.md");
+            fs::write(&path, self.markdown())?;
+            println!(
+                "wrote {} (a partial run leaves BENCHMARKS.md alone)",
+                path.display()
+            );
+        } else {
             fs::write(workspace.join("BENCHMARKS.md"), self.markdown())?;
             println!("wrote {}", workspace.join("BENCHMARKS.md").display());
         }
@@ -294,8 +343,33 @@ impl Report<'_> {
     }
 }
 
+/// The takeover times the failover tests record (`tests/tests/failover.rs`
+/// writes `target/bench/failover.json`), when they have run.
+fn failover_md(s: &mut String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/failover.json");
+    let Ok(text) = fs::read_to_string(&path) else { return };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else { return };
+    let ms = |k: &str| v.get(k).and_then(Value::as_u64);
+    let (Some(interval), Some(kill)) = (ms("advert_interval_ms"), ms("takeover_ms")) else { return };
+    let _ = writeln!(
+        s,
+        "\n## Failover\n\n\
+         Takeover by the backup director, from the master's failure to the first\n\
+         connection the new master forwards (`cargo test --release -p tests --test\n\
+         failover`), with `advert_interval = {interval}` ms. keepalived's default\n\
+         (1 s adverts) takes about 3.6 s: 3 × 1 s + a skew of (256 − 100)/256 s.\n\n\
+         | failure | takeover |\n| --- | ---: |\n\
+         | master's `xlvs run` killed (SIGKILL) | {kill} ms |"
+    );
+    if let Some(link) = ms("link_down_takeover_ms") {
+        let _ = writeln!(s, "| master's link down | {link} ms |");
+    }
+}
+
 const METHOD: &str = "
 ## Method
+
+### Per packet
 
 - Every call to `BPF_PROG_TEST_RUN` runs one packet (`repeat = 1`). In repeat
   mode the kernel does not restore the packet between repeats, so a NAT

@@ -29,8 +29,13 @@ enum Task {
     /// Run the demo: namespaces, a director, three reals, traffic in every
     /// forwarding method, a distribution table. Needs root.
     Demo,
-    /// Run the packet benchmarks and write BENCHMARKS.md. Needs root.
-    Bench,
+    /// Run the benchmarks and write BENCHMARKS.md (installs wrk, nginx,
+    /// haproxy and nftables with apt for the HTTP part). Needs root.
+    /// Arguments go to the benchmark: `--quick`, `--only PARTS`, ...
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// The bpf-linker release that loads this nightly's LLVM 22.
@@ -52,11 +57,72 @@ fn main() -> anyhow::Result<()> {
             need_root("the demo")?;
             run(Command::new(root.join("target/release/xlvs-demo")).env("XLVS_BIN", root.join("target/release/xlvs")))
         }
-        Task::Bench => {
-            need_root("the benchmarks")?;
-            run(cargo(&root).args(["run", "--release", "-p", "bench"]))
-        }
+        Task::Bench { args } => bench(&root, &args),
     }
+}
+
+/// `cargo xtask bench`: the controller (the veth and HTTP parts run the
+/// real `xlvs run`), the HTTP part's tools unless the run is quick or
+/// leaves that part out, then the benchmark itself.
+fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    need_root("the benchmarks")?;
+    build(root)?;
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+    let http = !quick && only.is_none_or(|parts| parts.split(',').any(|p| p.trim() == "http"));
+    if http {
+        ensure_bench_tools()?;
+    }
+    run(cargo(root)
+        .args(["run", "--release", "-p", "bench", "--"])
+        .args(args)
+        .env("XLVS_BIN", root.join("target/release/xlvs")))
+}
+
+/// The HTTP benchmark's tools, from Debian's packages. The benchmark runs
+/// its own nginx and HAProxy, with its own config files, inside its
+/// namespaces only; the packages' system services must not run, so they
+/// are kept from starting while installing (policy-rc.d, which both
+/// invoke-rc.d and deb-systemd-invoke obey) and disabled afterwards.
+fn ensure_bench_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("wrk", "wrk"), ("nginx", "nginx"), ("haproxy", "haproxy"), ("nft", "nftables")]
+        .into_iter()
+        .filter(|(tool, _)| output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_none())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} for the HTTP benchmark", missing.join(" "));
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let placed = !policy.exists();
+    if placed {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(policy, "#!/bin/sh\n# cargo xtask bench: no service starts while it installs packages\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = run(Command::new("apt-get").arg("update").arg("-qq")).and_then(|()| {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if placed {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed?;
+    // Their units are enabled at boot by the packages; nothing of theirs
+    // should ever run as a service here.
+    let services: Vec<&str> = missing.iter().copied().filter(|p| matches!(*p, "nginx" | "haproxy")).collect();
+    if !services.is_empty() && output(Command::new("sh").args(["-c", "command -v systemctl"])).is_some() {
+        let mut cmd = Command::new("systemctl");
+        cmd.arg("disable").arg("--quiet");
+        if Path::new("/run/systemd/system").exists() {
+            cmd.arg("--now");
+        }
+        let _ = run(cmd.args(&services));
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
