@@ -24,6 +24,8 @@ use crate::timeouts::{MAX_TIMEOUT, Timeouts};
 mod check_parse;
 pub mod health;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod testing;
 mod render;
 pub mod vrrp;
 pub use check_parse::{DEFAULT_HTTP_STATUS, DNS_RECORDS, dns_record_name};

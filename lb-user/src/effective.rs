@@ -92,32 +92,10 @@ mod tests {
     use lb_common::sched::Scheduler;
 
     use super::*;
-    use crate::config::{Forward, Protocol, VirtualAddr};
-
-    fn real(last: u8, weight: u32) -> Real {
-        Real {
-            addr: Ipv4Addr::new(10, 0, 1, last),
-            port: 80,
-            weight,
-            forward: Forward::Dr,
-            u_threshold: 0,
-            l_threshold: 0,
-            check: Default::default(),
-        }
-    }
+    use crate::config::testing::real;
 
     fn service(quiescent: bool) -> Service {
-        let mut s = Service {
-            protocol: Protocol::Tcp,
-            vip: VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 1), 80),
-            scheduler: Scheduler::Wrr,
-            sched_flags: 0,
-            persistence: None,
-            lblc_expire: 86_400,
-            reals: vec![real(1, 2), real(2, 3)],
-            check: Default::default(),
-            health: Default::default(),
-        };
+        let mut s = crate::config::testing::service(Scheduler::Wrr, vec![real(1, 2), real(2, 3)]);
         s.health.quiescent = quiescent;
         s.health.fallback = Some(real(99, 1));
         s

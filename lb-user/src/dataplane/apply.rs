@@ -454,32 +454,10 @@ mod tests {
     use lb_common::sched::Scheduler;
 
     use super::*;
-    use crate::config::{Forward, Protocol, Real, VirtualAddr};
+    use crate::config::testing::real;
 
-    fn real(last: u8, weight: u32) -> Real {
-        Real {
-            addr: Ipv4Addr::new(10, 0, 1, last),
-            port: 80,
-            weight,
-            forward: Forward::Dr,
-            u_threshold: 0,
-            l_threshold: 0,
-            check: Default::default(),
-        }
-    }
-
-    fn service(reals: Vec<Real>) -> config::Service {
-        config::Service {
-            protocol: Protocol::Tcp,
-            vip: VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 1), 80),
-            scheduler: Scheduler::Rr,
-            sched_flags: 0,
-            persistence: None,
-            lblc_expire: 86_400,
-            reals,
-            check: Default::default(),
-            health: Default::default(),
-        }
+    fn service(reals: Vec<config::Real>) -> config::Service {
+        crate::config::testing::service(Scheduler::Rr, reals)
     }
 
     #[test]
