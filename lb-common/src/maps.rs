@@ -417,7 +417,17 @@ pub mod counter {
     pub const PASS_STANDBY: u32 = 17;
     /// A connection due for sync found the `SYNC_EVENTS` ring full.
     pub const SYNC_LOST: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// A TCP segment for a VIP with flags no TCP sends (SYN+FIN, SYN+RST,
+    /// FIN+RST, none of SYN/FIN/RST/ACK), or, opening no tracked
+    /// connection, a FIN without ACK (`net::tcp_flags_impossible`,
+    /// `net::tcp_flags_invalid_untracked`). Other traffic is not checked.
+    pub const DROP_TCP_FLAGS: u32 = 19;
+    /// An IPv4 header whose checksum is wrong (the kernel would drop it).
+    pub const DROP_BAD_IP_CHECKSUM: u32 = 20;
+    /// IPv4 options that are not a well-formed list (the kernel would drop
+    /// them: `ip_options_compile`).
+    pub const DROP_BAD_IP_OPTIONS: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -440,6 +450,9 @@ pub mod counter {
         "pass_local",
         "pass_standby",
         "sync_lost",
+        "drop_tcp_flags",
+        "drop_bad_ip_checksum",
+        "drop_bad_ip_options",
     ];
 }
 

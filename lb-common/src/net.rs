@@ -63,7 +63,9 @@ pub struct UdpHdr {
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
 
 /// Offset of the checksum field inside each L4 header.
 pub const TCP_CHECK_OFF: usize = 16;
@@ -112,6 +114,33 @@ pub struct Flow {
 }
 
 /// Why a frame is not a [`Flow`].
+///
+/// The rules, checked in this order (the first that applies wins):
+///
+/// | frame                                                        | error         |
+/// |--------------------------------------------------------------|---------------|
+/// | shorter than an Ethernet header (0..=13 bytes)               | `Truncated`   |
+/// | EtherType not IPv4 (ARP, IPv6, VLAN...)                      | `NotIp`       |
+/// | fewer than 20 bytes after the Ethernet header                | `Truncated`   |
+/// | version not 4, IHL < 5, total length < IHL                   | `BadHeader`   |
+/// | total length > the bytes after the Ethernet header           | `Truncated`   |
+/// | header checksum wrong (over the IHL, options included)       | `BadChecksum` |
+/// | options that do not parse as `ip_options_compile` walks them | `BadOptions`  |
+/// | more-fragments or a fragment offset                          | `Fragment`    |
+/// | neither TCP nor UDP                                          | `NotTcpUdp`   |
+/// | total length too short for the TCP (20) / UDP (8) header     | `BadHeader`   |
+/// | TCP data offset < 5 or past the total length                 | `BadHeader`   |
+/// | UDP length < 8 or past the total length                      | `BadHeader`   |
+///
+/// A total length shorter than the frame is fine: the rest is Ethernet
+/// padding (a 60-byte minimum frame), left as it is. Well-formed options
+/// are parsed past and forwarded unchanged. The L4 checksum is not checked
+/// (neither does IPVS): a NAT rewrite updates it incrementally, so a wrong
+/// one stays wrong and the real drops the segment.
+///
+/// The header errors are what the kernel's `ip_rcv` (and TCP/UDP receive)
+/// would drop anyway, so the data plane drops them whatever their
+/// destination; nothing it forwards or rewrites is malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
     /// Not IPv4 (the kernel's business).
@@ -123,11 +152,88 @@ pub enum ParseError {
     /// A header runs past the end of the frame.
     Truncated,
     /// A header that cannot be valid (IHL < 5, version, TCP doff < 5, a total
-    /// length shorter than the headers).
+    /// length shorter than the headers, a UDP length outside the packet).
     BadHeader,
+    /// The IPv4 header checksum is wrong.
+    BadChecksum,
+    /// The IPv4 options are not a well-formed list.
+    BadOptions,
 }
 
-/// Parses Ethernet, IPv4 and the TCP/UDP ports.
+/// Option bytes an IPv4 header can carry (IHL 15).
+pub const MAX_IPV4_OPTIONS: usize = 40;
+const IPOPT_END: u8 = 0;
+const IPOPT_NOOP: u8 = 1;
+
+/// Whether the IPv4 header (with its options) at `ETH_HLEN`, `ihl` bytes
+/// long, sums to 0xffff: its checksum is right. The caller has checked that
+/// `ihl` bytes are in the frame; every read is bounds checked again for the
+/// verifier.
+#[inline(always)]
+fn ipv4_checksum_ok(pkt: &impl Packet, ihl: usize) -> Result<bool, ParseError> {
+    let fixed: *const [u16; 10] = ptr_at(pkt, ETH_HLEN).ok_or(ParseError::Truncated)?;
+    // SAFETY: ptr_at checked the bounds.
+    let fixed = unsafe { *fixed };
+    let mut sum = 0u32;
+    for w in fixed {
+        sum += u32::from(w);
+    }
+    let mut i = 0;
+    while i < MAX_IPV4_OPTIONS / 4 {
+        let off = IPV4_HLEN + i * 4;
+        if off >= ihl {
+            break;
+        }
+        let w: *const u32 = ptr_at(pkt, ETH_HLEN + off).ok_or(ParseError::Truncated)?;
+        // SAFETY: as above.
+        let w = unsafe { *w };
+        sum += (w & 0xffff) + (w >> 16);
+        i += 1;
+    }
+    Ok(crate::csum::fold(sum) == 0xffff)
+}
+
+/// Walks the options as the kernel's `ip_options_compile` does: END stops
+/// the walk (the rest is padding), NOOP is one byte, and any other option
+/// is a type, a length of at least 2 that stays inside the options, and
+/// its data. `len` is the options' length (IHL*4 - 20, at most 40).
+#[inline(always)]
+fn ipv4_options_ok(pkt: &impl Packet, len: usize) -> Result<bool, ParseError> {
+    let len = len & 0x3f;
+    let mut pos = 0usize;
+    // Each step consumes at least one byte.
+    let mut steps = 0;
+    while steps < MAX_IPV4_OPTIONS {
+        steps += 1;
+        if pos >= len {
+            return Ok(true);
+        }
+        let kind: *const u8 = ptr_at(pkt, ETH_HLEN + IPV4_HLEN + pos).ok_or(ParseError::Truncated)?;
+        // SAFETY: ptr_at checked the bounds.
+        match unsafe { *kind } {
+            IPOPT_END => return Ok(true),
+            IPOPT_NOOP => {
+                pos += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if pos + 2 > len {
+            return Ok(false);
+        }
+        let optlen: *const u8 = ptr_at(pkt, ETH_HLEN + IPV4_HLEN + pos + 1).ok_or(ParseError::Truncated)?;
+        // SAFETY: as above.
+        let optlen = usize::from(unsafe { *optlen });
+        if optlen < 2 || pos + optlen > len {
+            return Ok(false);
+        }
+        pos += optlen;
+    }
+    Ok(true)
+}
+
+/// Parses Ethernet, IPv4 and the TCP/UDP ports; see [`ParseError`] for
+/// what is refused, and why.
 #[inline(always)]
 pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
     let eth: *mut EthHdr = ptr_at(pkt, 0).ok_or(ParseError::Truncated)?;
@@ -143,18 +249,29 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         return Err(ParseError::BadHeader);
     }
     let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
-    if ihl < IPV4_HLEN || usize::from(u16::from_be(ip.tot_len)) < ihl {
+    let tot_len = usize::from(u16::from_be(ip.tot_len));
+    if ihl < IPV4_HLEN || tot_len < ihl {
         return Err(ParseError::BadHeader);
     }
-    if ETH_HLEN + usize::from(u16::from_be(ip.tot_len)) > pkt.end() - pkt.start() {
+    // Opaque to the compiler: were it not, it could prove the bounds checks
+    // of the reads below redundant from this comparison and drop them, and
+    // the verifier, which cannot follow this arithmetic, would refuse the
+    // reads.
+    let frame_len = core::hint::black_box(pkt.end() - pkt.start());
+    if ETH_HLEN + tot_len > frame_len {
         return Err(ParseError::Truncated);
+    }
+    if !ipv4_checksum_ok(pkt, ihl)? {
+        return Err(ParseError::BadChecksum);
+    }
+    if ihl > IPV4_HLEN && !ipv4_options_ok(pkt, ihl - IPV4_HLEN)? {
+        return Err(ParseError::BadOptions);
     }
     // More-fragments set, or a non-zero offset.
     if u16::from_be(ip.frag_off) & 0x3fff != 0 {
         return Err(ParseError::Fragment);
     }
     let l4_off = ETH_HLEN + ihl;
-    let tot_len = usize::from(u16::from_be(ip.tot_len));
     let mut flow = Flow {
         ip_len: u16::from_be(ip.tot_len),
         family: AF_INET,
@@ -167,7 +284,12 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
     };
     match ip.proto {
         IPPROTO_TCP => {
-            let tcp: *mut TcpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::Truncated)?;
+            // The frame holds the total length, so a frame too short for
+            // the header means a total length too short for it.
+            let tcp: *mut TcpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::BadHeader)?;
+            if tot_len < ihl + size_of::<TcpHdr>() {
+                return Err(ParseError::BadHeader);
+            }
             // SAFETY: as above.
             let tcp = unsafe { *tcp };
             let doff = usize::from(tcp.doff_res >> 4) * 4;
@@ -179,10 +301,16 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             flow.tcp_flags = tcp.flags;
         }
         IPPROTO_UDP => {
-            let udp: *mut UdpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::Truncated)?;
+            let udp: *mut UdpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::BadHeader)?;
+            if tot_len < ihl + size_of::<UdpHdr>() {
+                return Err(ParseError::BadHeader);
+            }
             // SAFETY: as above.
             let udp = unsafe { *udp };
-            if tot_len < ihl + size_of::<UdpHdr>() {
+            // The UDP length may be shorter than the IP payload (the kernel
+            // trims the rest), never shorter than its header or longer.
+            let ulen = usize::from(u16::from_be(udp.len));
+            if ulen < size_of::<UdpHdr>() || ihl + ulen > tot_len {
                 return Err(ParseError::BadHeader);
             }
             flow.sport = udp.sport;
@@ -191,6 +319,32 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         _ => return Err(ParseError::NotTcpUdp),
     }
     Ok(flow)
+}
+
+/// TCP flag combinations that no TCP sends in any state: SYN with FIN or
+/// RST, FIN with RST, or none of SYN, FIN, RST and ACK (a "null" or
+/// URG/PSH-only segment). A segment for a VIP with these is dropped
+/// (`drop_tcp_flags`), tracked connection or not; a conforming peer's
+/// connection never loses a segment to this.
+#[inline(always)]
+#[must_use]
+pub const fn tcp_flags_impossible(flags: u8) -> bool {
+    let syn = flags & TCP_SYN != 0;
+    let fin = flags & TCP_FIN != 0;
+    let rst = flags & TCP_RST != 0;
+    (syn && (fin || rst)) || (fin && rst) || flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK) == 0
+}
+
+/// Flags that a segment opening no known connection may not carry: the
+/// impossible ones, and a FIN without ACK (a FIN scan: only a connection
+/// the director tracks may see one, which IPVS's state machine takes).
+/// The rest of an untracked segment that is not a SYN (ACK, FIN+ACK, RST)
+/// may belong to a connection the kernel knows, and goes to it
+/// (`pass_not_syn`).
+#[inline(always)]
+#[must_use]
+pub const fn tcp_flags_invalid_untracked(flags: u8) -> bool {
+    tcp_flags_impossible(flags) || flags & (TCP_FIN | TCP_ACK) == TCP_FIN
 }
 
 /// A byte slice as a [`Packet`], for host-side tests and tools.
@@ -237,6 +391,30 @@ impl Packet for Bytes<'_> {
 mod tests {
     use super::*;
 
+    /// Recomputes the IPv4 header checksum over the IHL (options included).
+    fn fix(mut p: std::vec::Vec<u8>) -> std::vec::Vec<u8> {
+        if p.len() < 34 {
+            return p;
+        }
+        let ihl = (usize::from(p[14] & 0x0f) * 4).min(p.len() - 14);
+        p[24..26].copy_from_slice(&[0, 0]);
+        let c = !crate::csum::fold(crate::csum::sum_be(&p[14..14 + ihl], 0));
+        p[24..26].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// `frame` with `bytes` at `offset`, the IP checksum recomputed: the
+    /// header is wrong only in the way the test means.
+    fn patched(frame: &[u8], offset: usize, bytes: &[u8]) -> std::vec::Vec<u8> {
+        let mut p = frame.to_vec();
+        p[offset..offset + bytes.len()].copy_from_slice(bytes);
+        fix(p)
+    }
+
+    fn parse_bytes(p: &[u8]) -> Result<Flow, ParseError> {
+        parse(&Aligned::new(p).bytes())
+    }
+
     /// Ethernet + IPv4 + TCP SYN 10.1.0.2:40000 -> 10.100.0.100:80.
     fn tcp_syn() -> std::vec::Vec<u8> {
         let mut p = std::vec![0u8; 14 + 20 + 20];
@@ -251,13 +429,30 @@ mod tests {
         p[36..38].copy_from_slice(&80u16.to_be_bytes());
         p[46] = 5 << 4;
         p[47] = TCP_SYN;
-        p
+        fix(p)
+    }
+
+    /// Ethernet + IPv4 with `options` + UDP 53 -> 5353 with 4 bytes of data.
+    fn udp_with_options(options: &[u8]) -> std::vec::Vec<u8> {
+        let ihl = 20 + options.len();
+        let mut p = std::vec![0u8; 14 + ihl + 12];
+        p[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        p[14] = 0x40 | (ihl / 4) as u8;
+        p[16..18].copy_from_slice(&((ihl + 12) as u16).to_be_bytes());
+        p[22] = 64;
+        p[23] = IPPROTO_UDP;
+        p[34..34 + options.len()].copy_from_slice(options);
+        let l4 = 14 + ihl;
+        p[l4..l4 + 2].copy_from_slice(&53u16.to_be_bytes());
+        p[l4 + 2..l4 + 4].copy_from_slice(&5353u16.to_be_bytes());
+        p[l4 + 4..l4 + 6].copy_from_slice(&12u16.to_be_bytes());
+        fix(p)
     }
 
     #[test]
     fn parses_a_tcp_syn() {
         let p = tcp_syn();
-        let f = parse(&Aligned::new(&p).bytes()).unwrap();
+        let f = parse_bytes(&p).unwrap();
         assert_eq!(f.proto, IPPROTO_TCP);
         assert_eq!(f.saddr[0].to_ne_bytes(), [10, 1, 0, 2]);
         assert_eq!(f.daddr[0].to_ne_bytes(), [10, 100, 0, 100]);
@@ -271,14 +466,9 @@ mod tests {
 
     #[test]
     fn parses_udp_and_ip_options() {
-        let mut p = std::vec![0u8; 14 + 24 + 8];
-        p[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
-        p[14] = 0x46; // IHL 6: one word of options
-        p[16..18].copy_from_slice(&32u16.to_be_bytes());
-        p[23] = IPPROTO_UDP;
-        p[38..40].copy_from_slice(&53u16.to_be_bytes());
-        p[40..42].copy_from_slice(&5353u16.to_be_bytes());
-        let f = parse(&Aligned::new(&p).bytes()).unwrap();
+        // One word of options: EOL then padding.
+        let p = udp_with_options(&[0, 0, 0, 0]);
+        let f = parse_bytes(&p).unwrap();
         assert_eq!(f.l4_off, 38);
         assert_eq!(u16::from_be(f.sport), 53);
         assert_eq!(u16::from_be(f.dport), 5353);
@@ -287,37 +477,202 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_key_on() {
         let syn = tcp_syn();
-        for cut in [0, 13, 14, 33, 34, 53] {
-            assert_eq!(parse(&Aligned::new(&syn[..cut]).bytes()), Err(ParseError::Truncated), "cut at {cut}");
+        // Zero, one and odd sizes up to the end of the TCP header.
+        for cut in [0, 1, 13, 14, 15, 33, 34, 35, 53] {
+            assert_eq!(parse_bytes(&syn[..cut]), Err(ParseError::Truncated), "cut at {cut}");
         }
         let mut arp = syn.clone();
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-        assert_eq!(parse(&Aligned::new(&arp).bytes()), Err(ParseError::NotIp));
-        let mut ihl4 = syn.clone();
-        ihl4[14] = 0x44;
-        assert_eq!(parse(&Aligned::new(&ihl4).bytes()), Err(ParseError::BadHeader));
-        let mut v6 = syn.clone();
-        v6[14] = 0x65;
-        assert_eq!(parse(&Aligned::new(&v6).bytes()), Err(ParseError::BadHeader));
-        let mut long = syn.clone();
-        long[16..18].copy_from_slice(&41u16.to_be_bytes());
-        assert_eq!(parse(&Aligned::new(&long).bytes()), Err(ParseError::Truncated));
-        let mut frag = syn.clone();
-        frag[20] = 0x20; // MF
-        assert_eq!(parse(&Aligned::new(&frag).bytes()), Err(ParseError::Fragment));
-        let mut icmp = syn.clone();
-        icmp[23] = 1;
-        assert_eq!(parse(&Aligned::new(&icmp).bytes()), Err(ParseError::NotTcpUdp));
-        let mut doff = syn.clone();
-        doff[46] = 4 << 4;
-        assert_eq!(parse(&Aligned::new(&doff).bytes()), Err(ParseError::BadHeader));
+        assert_eq!(parse_bytes(&arp), Err(ParseError::NotIp));
+        assert_eq!(parse_bytes(&patched(&syn, 14, &[0x44])), Err(ParseError::BadHeader), "IHL 4");
+        assert_eq!(parse_bytes(&patched(&syn, 14, &[0x40])), Err(ParseError::BadHeader), "IHL 0");
+        assert_eq!(parse_bytes(&patched(&syn, 14, &[0x65])), Err(ParseError::BadHeader), "version 6");
+        assert_eq!(parse_bytes(&patched(&syn, 16, &[0, 41])), Err(ParseError::Truncated), "total length past the frame");
+        assert_eq!(parse_bytes(&patched(&syn, 16, &[0, 19])), Err(ParseError::BadHeader), "total length < IHL");
+        assert_eq!(parse_bytes(&patched(&syn, 16, &[0, 0])), Err(ParseError::BadHeader), "total length 0");
+        // IHL 6 with no options in the frame: the TCP ports are read as
+        // options (0x9c 0x40: a length of 64)...
+        assert_eq!(parse_bytes(&patched(&syn, 14, &[0x46])), Err(ParseError::BadOptions), "IHL 6");
+        // ...and when they happen to parse (NOPs), the total length (40)
+        // leaves only 16 bytes for TCP.
+        let nops = patched(&patched(&syn, 34, &[1, 1, 1, 1]), 14, &[0x46]);
+        assert_eq!(parse_bytes(&nops), Err(ParseError::BadHeader), "IHL 6 over NOPs");
+        // IHL 15 (60 bytes) > total length 40.
+        assert_eq!(parse_bytes(&patched(&syn, 14, &[0x4f])), Err(ParseError::BadHeader), "IHL 15");
+        assert_eq!(parse_bytes(&patched(&syn, 20, &[0x20])), Err(ParseError::Fragment), "MF");
+        assert_eq!(parse_bytes(&patched(&syn, 20, &[0x00, 0x01])), Err(ParseError::Fragment), "offset");
+        assert_eq!(parse_bytes(&patched(&syn, 23, &[1])), Err(ParseError::NotTcpUdp), "ICMP");
+        assert_eq!(parse_bytes(&patched(&syn, 46, &[4 << 4])), Err(ParseError::BadHeader), "doff 4");
+        assert_eq!(parse_bytes(&patched(&syn, 46, &[0])), Err(ParseError::BadHeader), "doff 0");
         // The IP total length must cover the TCP header, even when the frame
-        // (with padding) holds it.
-        let mut short = syn.clone();
-        short[16..18].copy_from_slice(&30u16.to_be_bytes());
-        assert_eq!(parse(&Aligned::new(&short).bytes()), Err(ParseError::BadHeader));
-        let mut options = syn;
-        options[46] = 6 << 4; // doff 6: options beyond the total length
-        assert_eq!(parse(&Aligned::new(&options).bytes()), Err(ParseError::BadHeader));
+        // (with padding) holds it...
+        assert_eq!(parse_bytes(&patched(&syn, 16, &[0, 30])), Err(ParseError::BadHeader), "total length 30");
+        // ...and the same packet without the padding is the same error.
+        assert_eq!(parse_bytes(&patched(&syn, 16, &[0, 30])[..44]), Err(ParseError::BadHeader), "unpadded");
+        // doff 6: options beyond the total length.
+        assert_eq!(parse_bytes(&patched(&syn, 46, &[6 << 4])), Err(ParseError::BadHeader), "doff 6");
+        assert_eq!(parse_bytes(&patched(&syn, 46, &[15 << 4])), Err(ParseError::BadHeader), "doff 15");
+    }
+
+    #[test]
+    fn the_ip_checksum_must_hold() {
+        let syn = tcp_syn();
+        // A flip anywhere past the version/IHL and total length fields is
+        // a checksum error (those two fail their own checks first).
+        for bit in 32..160 {
+            let mut p = syn.clone();
+            p[14 + bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(parse_bytes(&p), Err(ParseError::BadChecksum), "bit {bit}");
+        }
+        for bit in 0..32 {
+            let mut p = syn.clone();
+            p[14 + bit / 8] ^= 1 << (bit % 8);
+            assert!(parse_bytes(&p).is_err(), "bit {bit}");
+        }
+        // The checksum covers the options too.
+        let mut opt = udp_with_options(&[1, 1, 1, 0]);
+        opt[35] = 0;
+        assert_eq!(parse_bytes(&opt), Err(ParseError::BadChecksum), "options outside the sum");
+        // 0xffff and 0x0000 are the same sum in one's complement: a header
+        // whose checksum field is the other zero still checks.
+        let p = tcp_syn();
+        let c = u16::from_be_bytes([p[24], p[25]]);
+        if c == 0xffff || c == 0 {
+            let other = patched(&p, 24, &(!c).to_be_bytes());
+            assert!(parse_bytes(&other).is_ok());
+        }
+    }
+
+    #[test]
+    fn ip_options_are_walked_as_the_kernel_does() {
+        let ok: [&[u8]; 8] = [
+            &[0, 0, 0, 0],                        // EOL
+            &[1, 1, 1, 1],                        // NOPs
+            &[1, 1, 1, 0],                        // NOPs, EOL
+            &[0x94, 4, 0, 0],                     // Router Alert
+            &[0x94, 4, 0, 0, 0, 0xff, 0xff, 0xff], // EOL, then anything
+            &[0x07, 7, 4, 0, 0, 0, 0, 0],         // Record Route, one slot, EOL
+            &[0x86, 8, 1, 2, 3, 4, 5, 6],         // an option filling the space
+            &[1, 0x88, 4, 0, 0, 1, 1, 0],         // NOP, Stream ID, NOP...
+        ];
+        for o in ok {
+            assert!(parse_bytes(&udp_with_options(o)).is_ok(), "{o:?}");
+        }
+        let bad: [&[u8]; 6] = [
+            &[0x94, 0, 0, 0],             // length 0
+            &[0x94, 1, 0, 0],             // length 1
+            &[0x94, 5, 0, 0],             // past the options
+            &[1, 1, 1, 0x94],             // no room for the length
+            &[0x07, 3, 4, 0x94, 8, 0, 0, 0], // the second one runs past
+            &[0x86, 41, 0, 0],            // longer than any options can be
+        ];
+        for o in bad {
+            assert_eq!(parse_bytes(&udp_with_options(o)), Err(ParseError::BadOptions), "{o:?}");
+        }
+        // The longest options, 40 bytes of NOPs and an EOL: every step
+        // the walk may take.
+        let mut forty = [1u8; 40];
+        forty[39] = 0;
+        assert!(parse_bytes(&udp_with_options(&forty)).is_ok());
+        let mut tail = [1u8; 40];
+        tail[39] = 0x94;
+        assert_eq!(parse_bytes(&udp_with_options(&tail)), Err(ParseError::BadOptions));
+    }
+
+    #[test]
+    fn udp_length_must_fit() {
+        let p = udp_with_options(&[]);
+        let l4 = 34;
+        for (ulen, ok) in [(0u16, false), (7, false), (8, true), (11, true), (12, true), (13, false), (0xffff, false)] {
+            let q = patched(&p, l4 + 4, &ulen.to_be_bytes());
+            assert_eq!(parse_bytes(&q).is_ok(), ok, "UDP length {ulen}");
+            if !ok {
+                assert_eq!(parse_bytes(&q), Err(ParseError::BadHeader), "UDP length {ulen}");
+            }
+        }
+        // A total length that leaves less than a UDP header.
+        assert_eq!(parse_bytes(&patched(&p, 16, &[0, 27])), Err(ParseError::BadHeader));
+    }
+
+    #[test]
+    fn padding_past_the_total_length_is_fine() {
+        let mut p = tcp_syn();
+        p.resize(60, 0xee);
+        let f = parse_bytes(&p).unwrap();
+        assert_eq!(f.ip_len, 40);
+        // Any amount of trailing bytes: the IP packet is what counts.
+        p.resize(1500, 0xee);
+        assert_eq!(parse_bytes(&p).unwrap(), f);
+    }
+
+    #[test]
+    fn impossible_tcp_flags() {
+        const FIN: u8 = TCP_FIN;
+        const SYN: u8 = TCP_SYN;
+        const RST: u8 = TCP_RST;
+        const PSH: u8 = TCP_PSH;
+        const ACK: u8 = TCP_ACK;
+        const URG: u8 = TCP_URG;
+        const ECE: u8 = 0x40;
+        const CWR: u8 = 0x80;
+        // What conforming stacks send, in some state.
+        for f in [SYN, SYN | ECE | CWR, SYN | ACK, SYN | ACK | ECE, ACK, ACK | PSH, ACK | URG, FIN | ACK, FIN | ACK | PSH, RST, RST | ACK, RST | ACK | PSH, ACK | CWR] {
+            assert!(!tcp_flags_impossible(f), "{f:#04x}");
+            assert!(!tcp_flags_invalid_untracked(f), "{f:#04x}");
+        }
+        for f in [0, PSH, URG, URG | PSH, ECE | CWR, SYN | FIN, SYN | RST, FIN | RST, SYN | FIN | ACK, SYN | RST | ACK, FIN | RST | ACK, 0xff, 0x3f] {
+            assert!(tcp_flags_impossible(f), "{f:#04x}");
+            assert!(tcp_flags_invalid_untracked(f), "{f:#04x}");
+        }
+        // FIN without ACK (FIN scan, Xmas): a tracked connection's state
+        // machine takes it; nothing else may.
+        for f in [FIN, FIN | PSH, FIN | URG | PSH] {
+            assert!(!tcp_flags_impossible(f), "{f:#04x}");
+            assert!(tcp_flags_invalid_untracked(f), "{f:#04x}");
+        }
+        // Every byte: untracked is the stricter rule.
+        for f in 0..=255u8 {
+            assert!(!tcp_flags_impossible(f) || tcp_flags_invalid_untracked(f));
+        }
+    }
+
+    /// Random frames never make the parser read out of bounds or accept
+    /// what its rules refuse: a cheap host-side fuzz (the `fuzz/` targets go
+    /// further).
+    #[test]
+    fn random_mutations_hold_the_rules() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let bases = [tcp_syn(), udp_with_options(&[0x94, 4, 0, 0]), udp_with_options(&[])];
+        for i in 0..20_000 {
+            let mut p = bases[i % bases.len()].clone();
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % p.len();
+                p[at] ^= 1 << (next() % 8);
+            }
+            if next() % 3 == 0 {
+                p = fix(p);
+            }
+            if next() % 5 == 0 {
+                let n = (next() as usize) % (p.len() + 1);
+                p.truncate(n);
+            }
+            if let Ok(f) = parse_bytes(&p) {
+                let ihl = usize::from(p[14] & 0x0f) * 4;
+                let tot = usize::from(u16::from_be_bytes([p[16], p[17]]));
+                assert_eq!(p[14] >> 4, 4);
+                assert!(ihl >= 20 && tot >= ihl && 14 + tot <= p.len());
+                assert_eq!(crate::csum::fold(crate::csum::sum_be(&p[14..14 + ihl], 0)), 0xffff);
+                assert_eq!(f.l4_off, 14 + ihl);
+                assert!(f.proto == IPPROTO_TCP || f.proto == IPPROTO_UDP);
+                let l4 = if f.proto == IPPROTO_TCP { usize::from(p[14 + ihl + 12] >> 4) * 4 } else { 8 };
+                assert!(l4 >= 8 && ihl + l4 <= tot);
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
     CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, IPPROTO_TCP, RangeData,
     Real, Service, ServiceKey, Stats, SyncEvent, counter, sync_due,
-    net::{Flow, ParseError, TCP_RST, TCP_SYN, parse},
+    net::{Flow, ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
     range_prefix_len,
     tcp_state::{self, Direction},
 };
@@ -40,6 +40,8 @@ fn run(ctx: &XdpContext) -> u32 {
         Err(ParseError::Fragment) => return verdict(counter::PASS_FRAGMENT, XDP_PASS),
         Err(ParseError::Truncated) => return verdict(counter::DROP_TRUNCATED, XDP_DROP),
         Err(ParseError::BadHeader) => return verdict(counter::DROP_BAD_HEADER, XDP_DROP),
+        Err(ParseError::BadChecksum) => return verdict(counter::DROP_BAD_IP_CHECKSUM, XDP_DROP),
+        Err(ParseError::BadOptions) => return verdict(counter::DROP_BAD_IP_OPTIONS, XDP_DROP),
     };
     let key = ConnKey {
         saddr: flow.saddr,
@@ -53,6 +55,10 @@ fn run(ctx: &XdpContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
 
     if let Some(conn) = CONNS.get_ptr_mut(&key) {
+        // Flags no TCP sends never reach a real, nor move the state.
+        if flow.proto == IPPROTO_TCP && tcp_flags_impossible(flow.tcp_flags) {
+            return verdict(counter::DROP_TCP_FLAGS, XDP_DROP);
+        }
         // SAFETY: a live map value; concurrent writers only race on the
         // timestamp and state bytes, which IPVS also updates locklessly.
         let conn = unsafe { &mut *conn };
@@ -84,6 +90,11 @@ fn run(ctx: &XdpContext) -> u32 {
     let Some(service) = find_service(&service_key) else {
         return verdict(counter::PASS_NOT_VIP, XDP_PASS);
     };
+    // Flags that cannot open or belong to a connection are dropped rather
+    // than handed to the kernel (which would answer a FIN scan).
+    if flow.proto == IPPROTO_TCP && tcp_flags_invalid_untracked(flow.tcp_flags) {
+        return verdict(counter::DROP_TCP_FLAGS, XDP_DROP);
+    }
     // IPVS schedules TCP only on a SYN (`tcp_conn_schedule`); anything else
     // without a connection is the kernel's to answer.
     if flow.proto == IPPROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_RST) != TCP_SYN {

@@ -1047,3 +1047,54 @@ impl Lb {
         (id, ids)
     }
 }
+
+/// Hostile-input helpers (`tests/tests/hostile.rs`).
+impl Lb {
+    /// As [`Lb::new`], with a connection table (`CONNS`, an LRU hash) of
+    /// `entries`, as `[director] conn_table_size` sets it.
+    pub fn with_conn_table_size(entries: u32) -> Self {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(lb_common::MAP_CONNS, entries)
+            .load(lb_user::ebpf_object())
+            .expect("loading the xlvs eBPF object (these tests need root)");
+        let schedulers = lb_user::dataplane::programs::load_director(&mut ebpf)
+            .unwrap_or_else(|e| panic!("the verifier accepts the director: {e:?}"));
+        Self {
+            ebpf,
+            _schedulers: schedulers,
+            services: Vec::new(),
+            next_real: 1,
+        }
+    }
+
+    /// Every COUNTERS slot, summed over CPUs, by index.
+    pub fn counters(&self) -> Vec<u64> {
+        (0..counter::COUNT).map(|i| self.counter(i)).collect()
+    }
+
+    /// Every CONNS entry.
+    pub fn conns(&mut self) -> Vec<(ConnKey, Conn)> {
+        self.hash::<ConnKey, Conn>(MAP_CONNS)
+            .iter()
+            .map(|e| e.expect("a CONNS entry"))
+            .collect()
+    }
+
+    /// One BPF_PROG_TEST_RUN of the director that may fail (the kernel
+    /// refuses frames shorter than an Ethernet header): the action and the
+    /// output, or the error.
+    pub fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), String> {
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        };
+        let result = self
+            .program(PROG_DIRECTOR)
+            .test_run(opts)
+            .map_err(|e| format!("{e:?}"))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+}
