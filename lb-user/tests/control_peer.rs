@@ -33,8 +33,16 @@ fn only_root_may_control_the_director() {
         eprintln!("skipped: needs root");
         return;
     }
+    /// Removes the test's directory even when an assertion fails.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let dir = std::env::temp_dir().join(format!("xlvs-peer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = dir.join("xlvs.sock");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -72,5 +80,4 @@ fn only_root_may_control_the_director() {
 
     task.abort();
     drop(rt);
-    let _ = std::fs::remove_dir_all(&dir);
 }
