@@ -40,7 +40,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP, MAX_REALS_PER_SERVICE, PROG_DECAP, PROG_DIRECTOR, PROG_SCHEDULERS,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_REALS_PER_SERVICE, PROG_CONNECT, PROG_DECAP, PROG_DIRECTOR, PROG_SCHEDULERS,
     Real, sched::Scheduler,
 };
 
@@ -63,6 +63,8 @@ pub struct Settings {
     http_seconds: u32,
     http_rounds: usize,
     mpps_seconds: f64,
+    /// Part 1's cases whose names contain one of these (all when empty).
+    cases: Vec<String>,
     /// Whether anything was shortened or left out (BENCHMARKS.md is then
     /// left alone).
     partial: bool,
@@ -75,9 +77,10 @@ impl Settings {
         let mut http_seconds = None;
         let mut http_rounds = None;
         let mut mpps_seconds = None;
+        let mut cases = Vec::new();
         let mut args = std::env::args().skip(1);
         let usage = "usage: bench [--quick] [--only packets,mpps,http,scale] \
-                     [--http-seconds N] [--http-rounds N] [--mpps-seconds N]";
+                     [--cases NAME,..] [--http-seconds N] [--http-rounds N] [--mpps-seconds N]";
         while let Some(arg) = args.next() {
             let mut value = |what: &str| {
                 args.next()
@@ -97,6 +100,9 @@ impl Settings {
                     }
                     parts = Some(picked);
                 }
+                "--cases" => {
+                    cases = value("--cases")?.split(',').map(|c| c.trim().to_owned()).collect();
+                }
                 "--http-seconds" => http_seconds = Some(value("--http-seconds")?.parse()?),
                 "--http-rounds" => http_rounds = Some(value("--http-rounds")?.parse()?),
                 "--mpps-seconds" => mpps_seconds = Some(value("--mpps-seconds")?.parse()?),
@@ -105,6 +111,7 @@ impl Settings {
         }
         let partial = quick
             || parts.is_some()
+            || !cases.is_empty()
             || http_seconds.is_some()
             || http_rounds.is_some()
             || mpps_seconds.is_some();
@@ -123,6 +130,7 @@ impl Settings {
             http_seconds: http_seconds.unwrap_or(8),
             http_rounds: http_rounds.unwrap_or(3),
             mpps_seconds: mpps_seconds.unwrap_or(if quick { 0.2 } else { 2.0 }),
+            cases,
             partial,
         })
     }
@@ -389,7 +397,7 @@ fn verified(lb: &Lb) -> Result<Vec<Verified>> {
     let names = [PROG_DIRECTOR]
         .into_iter()
         .chain(PROG_SCHEDULERS.iter().map(|(_, name)| *name))
-        .chain([PROG_DECAP]);
+        .chain([PROG_CONNECT, PROG_DECAP]);
     names
         .map(|program| {
             let info = lb
@@ -473,7 +481,11 @@ fn main() -> Result<()> {
             services: 0,
         };
         verifier = verified(&shared.lb.borrow())?;
-        for (name, what) in cases() {
+        let picked = |name: &str| {
+            // The empty program is every figure's baseline.
+            name == "empty" || settings.cases.is_empty() || settings.cases.iter().any(|c| name.contains(c.as_str()))
+        };
+        for (name, what) in cases().into_iter().filter(|(name, _)| picked(name)) {
             check_stop()?;
             println!("{what}");
             // The others are built right before they run, so that at most one

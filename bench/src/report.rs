@@ -292,8 +292,9 @@ impl Report<'_> {
              What the kernel's verifier processed to accept each program of the\n\
              director (`verified_insns`, read with `Xdp::info()` after loading; the\n\
              limit is 1,000,000 per program). A new connection runs the\n\
-             director, then its scheduler's program by tail call, then the director\n\
-             again; each program is verified on its own.\n\n\
+             director, then its scheduler's program by tail call, which picks the\n\
+             real and finishes the connection (`xlvs_connect` finishes those whose\n\
+             real a persistence template names); each program is verified on its own.\n\n\
              | program | processed instructions | of the limit |\n| --- | ---: | ---: |"
         );
         for v in self.verifier {

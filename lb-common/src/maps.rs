@@ -46,9 +46,9 @@ pub const SYNC_EVENTS_BYTES: u32 = 1 << 20;
 /// Program names.
 pub const PROG_DIRECTOR: &str = "xlvs_director";
 /// The scheduler programs, by scheduler id: the director tail-calls
-/// `SCHEDULERS[id]` for a new connection, and the scheduler tail-calls
-/// `SCHEDULERS[SCHED_RESUME]` (the director again) with its answer. Each is
-/// a program of its own so that each gets the verifier's whole budget.
+/// `SCHEDULERS[id]` for a new connection, and the scheduler picks the real,
+/// records the connection and forwards the packet itself. Each is a
+/// program of its own so that each gets the verifier's whole budget.
 pub const PROG_SCHEDULERS: [(u8, &str); 11] = [
     (SCHED_RR, "xlvs_sched_rr"),
     (SCHED_WRR, "xlvs_sched_wrr"),
@@ -62,8 +62,10 @@ pub const PROG_SCHEDULERS: [(u8, &str); 11] = [
     (SCHED_NQ, "xlvs_sched_nq"),
     (SCHED_MH, "xlvs_sched_mh"),
 ];
-/// `SCHEDULERS` slot of the director itself, where schedulers resume it.
-pub const SCHED_RESUME: u32 = 15;
+/// Finishes a connection whose real is already known (a persistence
+/// template's): `SCHEDULERS[SCHED_CONNECT]`, tail-called by the director.
+pub const PROG_CONNECT: &str = "xlvs_connect";
+pub const SCHED_CONNECT: u32 = 15;
 pub const SCHEDULERS_SLOTS: u32 = 16;
 pub const PROG_DECAP: &str = "xlvs_decap";
 

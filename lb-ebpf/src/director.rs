@@ -1,19 +1,20 @@
-//! The director's entry point: parse once, find the connection or schedule a
-//! new one, then hand over to the forwarding stage.
+//! The director's entry point: parse once, then forward an established
+//! connection's packet, or hand a new connection to its scheduler
+//! (`schedule::start`).
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::xdp,
     programs::XdpContext,
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
-    CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, IPPROTO_TCP, RangeData,
-    Real, Service, ServiceKey, Stats, SyncEvent, counter, sync_due,
-    net::{Flow, ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
+    CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, RangeData, Service, ServiceKey, Stats,
+    SyncEvent, counter, sync_due,
+    net::{ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
     range_prefix_len,
-    tcp_state::{self, Direction},
+    tcp_state::Direction,
 };
 
 use crate::{
@@ -52,8 +53,6 @@ fn run(ctx: &XdpContext) -> u32 {
         family: flow.family,
         _pad: [0; 2],
     };
-    let now = unsafe { bpf_ktime_get_ns() };
-
     if let Some(conn) = CONNS.get_ptr_mut(&key) {
         // Flags no TCP sends never reach a real, nor move the state.
         if flow.proto == IPPROTO_TCP && tcp_flags_impossible(flow.tcp_flags) {
@@ -62,6 +61,13 @@ fn run(ctx: &XdpContext) -> u32 {
         // SAFETY: a live map value; concurrent writers only race on the
         // timestamp and state bytes, which IPVS also updates locklessly.
         let conn = unsafe { &mut *conn };
+        // An established packet only marks the entry as used: the coarse
+        // clock (CLOCK_MONOTONIC_COARSE, a tick's resolution, as IPVS's
+        // jiffies) costs a few nanoseconds where the precise one costs tens.
+        // Timeouts are seconds; what compares times to decide (lblcr's set
+        // expiry, templates) runs on new connections, with the precise one.
+        // SAFETY: a plain helper call.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         conn.last_seen_ns = now;
         if conn.flags & CONN_F_REPLY != 0 {
             return forward::nat_reply(ctx, &flow, conn, now);
@@ -100,14 +106,9 @@ fn run(ctx: &XdpContext) -> u32 {
     if flow.proto == IPPROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_RST) != TCP_SYN {
         return verdict(counter::PASS_NOT_SYN, XDP_PASS);
     }
-    let Some(real_id) = schedule::pick(ctx, &service, &flow, &key, now) else {
-        return verdict(counter::DROP_NO_REAL, XDP_DROP);
-    };
-    let Some(real) = REALS.get(real_id) else {
-        return verdict(counter::DROP_NO_REAL, XDP_DROP);
-    };
-    new_connection(ctx, &flow, &key, &service, real_id, real, now, ctl.sync != 0);
-    forward::to_real(ctx, &flow, real_id, real)
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    schedule::start(ctx, &service, &flow, &key, now, ctl.sync != 0)
 }
 
 /// The service a packet is for: an exact VIP:port first, then the longest
@@ -125,75 +126,10 @@ fn find_service(key: &ServiceKey) -> Option<Service> {
     SERVICE_RANGES.get(&range).copied()
 }
 
-/// Records a new connection: the client's entry, and for NAT the entry the
-/// replies will be looked up by.
-#[inline(always)]
-fn new_connection(
-    ctx: &XdpContext,
-    flow: &Flow,
-    key: &ConnKey,
-    service: &Service,
-    real_id: u32,
-    real: &Real,
-    now: u64,
-    sync: bool,
-) {
-    let mut conn = Conn {
-        last_seen_ns: now,
-        real: real_id,
-        service: service.id,
-        vaddr: flow.daddr,
-        vport: flow.dport,
-        flags: CONN_F_INACTIVE | if real.forward == FWD_NAT { 0 } else { CONN_F_NOOUTPUT },
-        ..Conn::default()
-    };
-    accounting::bind(real_id, real);
-    let dir = client_direction(&conn);
-    accounting::transition(&mut conn, flow, dir);
-    if sync {
-        count_for_sync(key, &mut conn, tcp_state::NONE);
-    }
-    if CONNS.insert(key, &conn, 0).is_err() {
-        accounting::unbind(real_id, &conn);
-        verdict(counter::CONN_INSERT_FAIL, 0);
-        return;
-    }
-    if real.forward == FWD_NAT {
-        if let Some(eth) = forward::eth(ctx) {
-            let reply_key = ConnKey {
-                saddr: real.addr,
-                daddr: flow.saddr,
-                sport: real.port,
-                dport: flow.sport,
-                proto: flow.proto,
-                family: flow.family,
-                _pad: [0; 2],
-            };
-            let reply = Conn {
-                flags: CONN_F_REPLY,
-                ifindex: ctx.ingress_ifindex() as u32,
-                // SAFETY: `forward::eth` checked the bounds.
-                peer_mac: unsafe { (*eth).src },
-                own_mac: unsafe { (*eth).dst },
-                state: tcp_state::NONE,
-                ..conn
-            };
-            if CONNS.insert(&reply_key, &reply, 0).is_err() {
-                verdict(counter::CONN_INSERT_FAIL, 0);
-            }
-        }
-    }
-    if let Some(stats) = REAL_STATS.get_ptr_mut(real_id) {
-        // SAFETY: a per-CPU slot.
-        unsafe { (*stats).conns += 1 };
-    }
-    verdict(counter::CONN_NEW, 0);
-}
-
 /// Connection sync, the master's half: counts a client's packet, and hands
 /// the entry to the controller when IPVS would sync it (`sync_due`).
 #[inline(always)]
-fn count_for_sync(key: &ConnKey, conn: &mut Conn, old_state: u8) {
+pub fn count_for_sync(key: &ConnKey, conn: &mut Conn, old_state: u8) {
     conn.pkts = conn.pkts.wrapping_add(1);
     if sync_due(key.proto, old_state, conn.state, conn.pkts)
         && SYNC_EVENTS.output::<SyncEvent>(&SyncEvent { key: *key, conn: *conn }, 0).is_err()
@@ -204,7 +140,7 @@ fn count_for_sync(key: &ConnKey, conn: &mut Conn, old_state: u8) {
 
 /// Which of IPVS's state tables a client's segment runs through.
 #[inline(always)]
-fn client_direction(conn: &Conn) -> Direction {
+pub fn client_direction(conn: &Conn) -> Direction {
     if conn.flags & CONN_F_NOOUTPUT != 0 { Direction::InputOnly } else { Direction::Input }
 }
 

@@ -17,6 +17,8 @@
 #[cfg(target_arch = "bpf")]
 mod accounting;
 #[cfg(target_arch = "bpf")]
+mod connect;
+#[cfg(target_arch = "bpf")]
 mod decap;
 #[cfg(target_arch = "bpf")]
 mod director;

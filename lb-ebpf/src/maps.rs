@@ -11,7 +11,7 @@ use lb_common::{
     AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
     MAX_MAGLEV_SERVICES, MAX_REALS, MAX_SERVICES, MaglevTable, RangeData, Real, RealConns,
     SchedState, Service, ServiceKey, ServiceReals, Stats, Template, VipKey, counter,
-    net::Packet, sched::LblcrEntry,
+    net::{Flow, Packet}, sched::LblcrEntry,
 };
 
 #[map]
@@ -50,31 +50,31 @@ pub static LBLCR: LruHashMap<AddrKey, LblcrEntry> = LruHashMap::with_max_entries
 /// Persistence templates: a client network's real.
 #[map]
 pub static TEMPLATES: LruHashMap<AddrKey, Template> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);
-/// A new connection's details, handed to the scheduler functions (see
-/// `schedule::schedule`).
+/// A new connection on its way from the director to its scheduler and on
+/// to `connect::xlvs_connect` (see `schedule::start`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
     pub service: Service,
-    /// The connection being scheduled, so that the answer is only taken for
-    /// the packet that asked.
     pub key: ConnKey,
-    pub saddr: [u32; 4],
-    pub daddr: [u32; 4],
-    pub sport: u16,
-    pub family: u8,
-    /// 1 once the scheduler has written `answer`.
-    pub answered: u8,
+    pub flow: Flow,
+    pub now: u64,
+    /// The persistence template to write with the answer, when
+    /// `write_template` is 1; `previous` is the real it named before
+    /// (`sched::NO_REAL` for none).
+    pub template_key: AddrKey,
+    pub template_previous: u32,
+    pub write_template: u8,
+    /// 1 while connection sync is on (`DirectorCtl::sync`).
+    pub sync: u8,
     /// 1 when `answer` is a scan index, 0 when it is a real id.
     pub answer_is_index: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
     /// `sched::NO_REAL` for "no real available".
     pub answer: u32,
-    pub now: u64,
 }
 
-/// The scheduler programs by scheduler id, and the director at
-/// `SCHED_RESUME` (see `schedule::schedule`).
+/// The scheduler programs by scheduler id (see `schedule::start`).
 #[map]
 pub static SCHEDULERS: ProgramArray = ProgramArray::with_max_entries(SCHEDULERS_SLOTS, 0);
 #[map]

@@ -6,8 +6,7 @@ use core::hint::black_box;
 
 use aya_ebpf::{bindings::xdp_action::XDP_DROP, macros::xdp, programs::XdpContext};
 use lb_common::{
-    AddrKey, ConnKey, LblcEntry, SCHED_RESUME, SVC_F_PERSISTENT, Service, ServiceReals, Template,
-    counter,
+    AddrKey, ConnKey, LblcEntry, SCHED_CONNECT, SVC_F_PERSISTENT, Service, ServiceReals, counter,
     net::Flow,
     sched::{
         Dest, LblcrEntry, NO_REAL, Probe, SVC_F_MH_PORT, dh_schedule, lblc_schedule_with,
@@ -24,98 +23,66 @@ use crate::{
     },
 };
 
-/// The real id for a new connection of `service`, or `None` when no real is
-/// available.
-#[inline(always)]
-pub fn pick(ctx: &XdpContext, service: &Service, flow: &Flow, key: &ConnKey, now: u64) -> Option<u32> {
-    if service.flags & SVC_F_PERSISTENT != 0 {
-        return persistent(ctx, service, flow, key, now);
-    }
-    schedule(ctx, service, flow, key, now)
-}
-
-/// `ip_vs_sched_persist`: a client network's connections stick to the real
-/// its template names while that real is in the service with a weight;
-/// otherwise the scheduler picks and the template is (re)written.
-#[inline(always)]
-fn persistent(ctx: &XdpContext, service: &Service, flow: &Flow, key: &ConnKey, now: u64) -> Option<u32> {
-    let mut client = flow.saddr;
-    for (word, mask) in client.iter_mut().zip(service.persist_mask) {
-        *word &= mask;
-    }
-    let template_key = AddrKey { service: service.id, family: flow.family, _pad: [0; 3], addr: client };
-    let mut previous = None;
-    if let Some(template) = TEMPLATES.get_ptr_mut(&template_key) {
-        // SAFETY: a live map value.
-        let template = unsafe { &mut *template };
-        if REALS.get(template.real).is_some_and(|r| r.service == service.id && r.weight > 0) {
-            template.last_used_ns = now;
-            return Some(template.real);
-        }
-        previous = Some(template.real);
-    }
-    let real = schedule(ctx, service, flow, key, now)?;
-    let template = Template { last_used_ns: now, real, _pad: 0 };
-    if TEMPLATES.insert(&template_key, &template, 0).is_ok() {
-        accounting::template_moved(previous, real);
-    }
-    Some(real)
-}
-
-/// Runs the service's scheduler.
-///
-/// Every scheduler is an XDP program of its own, reached by a tail call, so
+/// Hands a new connection of `service` to its scheduler: records it in
+/// this CPU's `PENDING` slot and tail-calls the service's scheduler
+/// program, which picks the real and tail-calls `connect::xlvs_connect`
+/// to finish the connection. Each scheduler is a program of its own so
 /// that each gets the verifier's whole budget: with 256 reals, the scan
 /// loops of all of them together would exceed what one program may cost.
-/// The first pass through the director records the new connection in
-/// `PENDING` and jumps to the scheduler; the scheduler writes its answer
-/// there and jumps back to the director, which runs again from the top for
-/// the same packet and this time finds the answer.
+///
+/// Persistence comes first (`ip_vs_sched_persist`): a client network's
+/// connections stick to the real its template names while that real is in
+/// the service with a weight, with no scheduler involved (`xlvs_connect`
+/// finishes them); otherwise the scheduler picks and the template is
+/// (re)written with its pick.
 #[inline(always)]
-fn schedule(ctx: &XdpContext, service: &Service, flow: &Flow, key: &ConnKey, now: u64) -> Option<u32> {
-    let pending = PENDING.get_ptr_mut(0)?;
+pub fn start(ctx: &XdpContext, service: &Service, flow: &Flow, key: &ConnKey, now: u64, sync: bool) -> u32 {
+    let Some(pending) = PENDING.get_ptr_mut(0) else {
+        return verdict(counter::DROP_SCHED_CALL, XDP_DROP);
+    };
     // SAFETY: this CPU's own slot; one packet at a time runs on a CPU.
     let p = unsafe { &mut *pending };
-    if p.answered != 0 && p.key == *key {
-        p.answered = 0;
-        return answer(service, p.answer, p.answer_is_index != 0);
-    }
     *p = Pending {
         service: *service,
         key: *key,
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        family: flow.family,
-        answered: 0,
-        answer_is_index: 0,
-        _pad: [0; 3],
-        answer: NO_REAL,
+        flow: *flow,
         now,
+        template_key: AddrKey::default(),
+        template_previous: NO_REAL,
+        write_template: 0,
+        sync: u8::from(sync),
+        answer_is_index: 0,
+        _pad: 0,
+        answer: NO_REAL,
     };
+    if service.flags & SVC_F_PERSISTENT != 0 {
+        let mut client = flow.saddr;
+        for (word, mask) in client.iter_mut().zip(service.persist_mask) {
+            *word &= mask;
+        }
+        let template_key = AddrKey { service: service.id, family: flow.family, _pad: [0; 3], addr: client };
+        if let Some(template) = TEMPLATES.get_ptr_mut(&template_key) {
+            // SAFETY: a live map value.
+            let template = unsafe { &mut *template };
+            if REALS.get(template.real).is_some_and(|r| r.service == service.id && r.weight > 0) {
+                template.last_used_ns = now;
+                p.answer = template.real;
+                // SAFETY: a tail call; on success it does not return.
+                let _ = unsafe { SCHEDULERS.tail_call(ctx, SCHED_CONNECT) };
+                return verdict(counter::DROP_SCHED_CALL, XDP_DROP);
+            }
+            p.template_previous = template.real;
+        }
+        p.template_key = template_key;
+        p.write_template = 1;
+    }
     // SAFETY: a tail call; on success it does not return.
     let _ = unsafe { SCHEDULERS.tail_call(ctx, u32::from(service.scheduler)) };
-    verdict(counter::DROP_SCHED_CALL, 0);
-    None
-}
-
-/// The real id a scheduler answered: scan schedulers answer a scan index,
-/// which is turned into an id here, where it is a plain value read from a
-/// map (inside the scheduler, the verifier would have to track it exactly
-/// at every loop exit); lblc and lblcr answer an id.
-#[inline(always)]
-fn answer(service: &Service, answer: u32, is_index: bool) -> Option<u32> {
-    if answer == NO_REAL {
-        return None;
-    }
-    if !is_index {
-        return Some(answer);
-    }
-    SERVICE_REALS.get(service.id)?.ids.get(black_box(answer) as usize).copied()
+    verdict(counter::DROP_SCHED_CALL, XDP_DROP)
 }
 
 /// A scheduler program's frame: run `pick` over the pending connection's
-/// service, record the answer, and resume the director.
+/// service and hand its answer to `xlvs_connect`.
 #[inline(always)]
 fn decide(ctx: &XdpContext, is_index: bool, pick: impl FnOnce(&Pending, &ServiceReals) -> Option<u32>) -> u32 {
     let Some(pending) = PENDING.get_ptr_mut(0) else { return verdict(counter::DROP_SCHED_CALL, XDP_DROP) };
@@ -124,9 +91,8 @@ fn decide(ctx: &XdpContext, is_index: bool, pick: impl FnOnce(&Pending, &Service
     let answer = SERVICE_REALS.get(p.service.id).and_then(|reals| pick(p, reals)).unwrap_or(NO_REAL);
     p.answer = answer;
     p.answer_is_index = u8::from(is_index);
-    p.answered = 1;
     // SAFETY: a tail call; on success it does not return.
-    let _ = unsafe { SCHEDULERS.tail_call(ctx, SCHED_RESUME) };
+    let _ = unsafe { SCHEDULERS.tail_call(ctx, SCHED_CONNECT) };
     verdict(counter::DROP_SCHED_CALL, XDP_DROP)
 }
 
@@ -180,16 +146,16 @@ scan_scheduler!(xlvs_sched_sed, |p, reals| sed_schedule(SCAN, |i| dest_in(p, rea
 scan_scheduler!(xlvs_sched_nq, |p, reals| nq_schedule(SCAN, |i| dest_in(p, reals, i)));
 scan_scheduler!(xlvs_sched_dh, |p, reals| {
     let buckets = BUCKETS.get(p.service.id)?;
-    dh_schedule(&p.daddr, p.family, |b| buckets.reals.get(black_box(b) as usize).copied(), |i| {
+    dh_schedule(&p.flow.daddr, p.flow.family, |b| buckets.reals.get(black_box(b) as usize).copied(), |i| {
         dest_at(reals, i)
     })
 });
 scan_scheduler!(xlvs_sched_sh, |p, reals| {
     let buckets = BUCKETS.get(p.service.id)?;
     sh_schedule(
-        &p.saddr,
-        p.family,
-        p.sport,
+        &p.flow.saddr,
+        p.flow.family,
+        p.flow.sport,
         p.service.flags,
         |b| buckets.reals.get(black_box(b) as usize).copied(),
         |i| dest_at(reals, i),
@@ -199,8 +165,8 @@ scan_scheduler!(xlvs_sched_mh, |p, reals| {
     // SAFETY: a live map value, read only.
     let table = unsafe { MAGLEV.get(&p.service.id) }?;
     let first = mh_first(
-        &p.saddr,
-        p.family,
+        &p.flow.saddr,
+        p.flow.family,
         mh_port(p),
         &mut |s| table.reals.get(black_box(s) as usize).copied(),
         &mut |i| dest_at(reals, i),
@@ -216,7 +182,7 @@ const PROBE_STOP: u32 = NO_REAL;
 const PROBE_NEXT: u32 = NO_REAL - 1;
 
 fn mh_port(p: &Pending) -> u16 {
-    if p.service.flags & SVC_F_MH_PORT != 0 { p.sport } else { 0 }
+    if p.service.flags & SVC_F_MH_PORT != 0 { p.flow.sport } else { 0 }
 }
 
 /// One `mh-fallback` probe, a global function so that the verifier checks
@@ -232,8 +198,8 @@ pub extern "C" fn xlvs_mh_probe(offset: u32, ihash: u32) -> u32 {
         return PROBE_STOP;
     };
     let probe = mh_probe(
-        &p.saddr,
-        p.family,
+        &p.flow.saddr,
+        p.flow.family,
         mh_port(p),
         ihash,
         offset,
@@ -297,7 +263,7 @@ pub fn xlvs_sched_lblcr(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn lblc(service: &Service, reals: &ServiceReals, p: &Pending) -> Option<u32> {
     let now = p.now;
-    let key = AddrKey { service: service.id, family: p.family, _pad: [0; 3], addr: p.daddr };
+    let key = AddrKey { service: service.id, family: p.flow.family, _pad: [0; 3], addr: p.flow.daddr };
     let entry = LBLC.get_ptr_mut(&key);
     // SAFETY: a live map value.
     let cached = entry.and_then(|e| member(service, unsafe { (*e).real }));
@@ -325,7 +291,7 @@ fn lblc(service: &Service, reals: &ServiceReals, p: &Pending) -> Option<u32> {
 #[inline(always)]
 fn lblcr(service: &Service, reals: &ServiceReals, p: &Pending) -> Option<u32> {
     let now = p.now;
-    let key = AddrKey { service: service.id, family: p.family, _pad: [0; 3], addr: p.daddr };
+    let key = AddrKey { service: service.id, family: p.flow.family, _pad: [0; 3], addr: p.flow.daddr };
     // SAFETY: a live map value, copied out.
     let mut entry: LblcrEntry = LBLCR.get_ptr(&key).map_or_else(LblcrEntry::default, |e| unsafe { *e });
     let pick = lblcr_schedule_with(

@@ -6,13 +6,13 @@ use aya::{
     maps::{MapData, ProgramArray},
     programs::Xdp,
 };
-use lb_common::{MAP_SCHEDULERS, PROG_DIRECTOR, PROG_SCHEDULERS, SCHED_RESUME};
+use lb_common::{MAP_SCHEDULERS, PROG_CONNECT, PROG_DIRECTOR, PROG_SCHEDULERS, SCHED_CONNECT};
 
 use super::Error;
 
 /// Loads `xlvs_director` and every scheduler program through the verifier,
-/// and fills `SCHEDULERS` so that a new connection reaches its scheduler and
-/// the scheduler resumes the director.
+/// and fills `SCHEDULERS` so that a new connection reaches its scheduler
+/// (or `xlvs_connect`, when a persistence template names its real).
 ///
 /// Keep the returned table for as long as the director runs: the kernel
 /// empties a program array when user space closes its last handle on it.
@@ -26,12 +26,13 @@ pub fn load_director(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Error> {
     let map = ebpf.take_map(MAP_SCHEDULERS).ok_or(Error::Missing(MAP_SCHEDULERS))?;
     let mut table = ProgramArray::try_from(map).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
     let slots = PROG_SCHEDULERS.iter().map(|(id, name)| (u32::from(*id), *name));
-    for (slot, name) in slots.chain([(SCHED_RESUME, PROG_DIRECTOR)]) {
+    for (slot, name) in slots.chain([(SCHED_CONNECT, PROG_CONNECT)]) {
         let program = xdp(ebpf, name)?;
         program.load().map_err(|source| Error::Program { name, source })?;
         let fd = program.fd().map_err(|source| Error::Program { name, source })?;
         table.set(slot, fd, 0).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
     }
+    xdp(ebpf, PROG_DIRECTOR)?.load().map_err(|source| Error::Program { name: PROG_DIRECTOR, source })?;
     Ok(table)
 }
 
