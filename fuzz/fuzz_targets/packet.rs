@@ -1,11 +1,13 @@
 //! `lb_common::net::parse`, the parser the XDP director runs, over any
 //! bytes: it must never read outside the frame (the address sanitizer
 //! watches), and whatever it accepts must hold the rules that
-//! `ParseError` lists.
+//! `ParseError` lists. ICMP goes on through `lb_common::icmp`: the error
+//! reader and the checksum sum must stay inside the frame too, and what
+//! they accept must be an error that quotes TCP or UDP ports.
 #![no_main]
 
 use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_TCP, IPPROTO_UDP, icmp,
     net::{Bytes, ParseError, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
 };
 use libfuzzer_sys::fuzz_target;
@@ -78,6 +80,17 @@ fuzz_target!(|frame: &[u8]| {
                 !tcp_flags_impossible(flow.tcp_flags)
                     || tcp_flags_invalid_untracked(flow.tcp_flags)
             );
+        }
+        Err(ParseError::Icmp) => {
+            let pkt = Bytes(&buf[2..]);
+            let outer = icmp::outer(&pkt).expect("a parsed ICMP packet has an outer header");
+            assert_eq!(frame[14 + 9], 1);
+            if let Ok(error) = icmp::parse_error(&pkt, &outer) {
+                assert!(matches!(frame[outer.l4_off], 3 | 4 | 11), "an error type");
+                assert!(matches!(error.proto, IPPROTO_TCP | IPPROTO_UDP));
+                assert!(error.quote_l4_off + 8 <= 14 + usize::from(outer.ip_len), "the quote holds 8 bytes of L4");
+                let _ = icmp::checksum_ok(&pkt, &error);
+            }
         }
         Err(ParseError::NotIp) => assert!(frame.len() >= 14 && frame[12..14] != [0x08, 0x00]),
         Err(ParseError::Truncated) => {}

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod csum;
+pub mod icmp;
 pub mod maps;
 pub mod net;
 pub mod sched;

@@ -46,9 +46,9 @@ pub const SYNC_EVENTS_BYTES: u32 = 1 << 20;
 /// Program names.
 pub const PROG_DIRECTOR: &str = "xlvs_director";
 /// The scheduler programs, by scheduler id: the director tail-calls
-/// `SCHEDULERS[id]` for a new connection, and the scheduler picks the real,
-/// records the connection and forwards the packet itself. Each is a
-/// program of its own so that each gets the verifier's whole budget.
+/// `SCHEDULERS[id]` for a new connection, and the scheduler picks the real
+/// and tail-calls `xlvs_connect`. Each is a program of its own so that each
+/// gets the verifier's whole budget.
 pub const PROG_SCHEDULERS: [(u8, &str); 11] = [
     (SCHED_RR, "xlvs_sched_rr"),
     (SCHED_WRR, "xlvs_sched_wrr"),
@@ -62,15 +62,21 @@ pub const PROG_SCHEDULERS: [(u8, &str); 11] = [
     (SCHED_NQ, "xlvs_sched_nq"),
     (SCHED_MH, "xlvs_sched_mh"),
 ];
-/// Finishes a connection whose real is already known (a persistence
-/// template's): `SCHEDULERS[SCHED_CONNECT]`, tail-called by the director.
+/// Finishes a new connection once its real is known: records it and
+/// forwards the packet. `SCHEDULERS[SCHED_CONNECT]`, tail-called by a
+/// scheduler, or by the director when a persistence template names the real.
 pub const PROG_CONNECT: &str = "xlvs_connect";
 pub const SCHED_CONNECT: u32 = 15;
+/// The program that relays ICMP errors about connections (`lb_common::icmp`):
+/// `SCHEDULERS[SLOT_ICMP]`, tail-called by the director for ICMP.
+pub const PROG_ICMP: &str = "xlvs_icmp";
+pub const SLOT_ICMP: u32 = 14;
 pub const SCHEDULERS_SLOTS: u32 = 16;
 pub const PROG_DECAP: &str = "xlvs_decap";
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
@@ -184,6 +190,9 @@ pub struct Real {
     pub u_threshold: u32,
     /// Lower threshold: overload clears below it (0 = below 3/4 of upper).
     pub l_threshold: u32,
+    /// The path MTU towards the real (0 = unknown): what an IP-in-IP packet
+    /// may not exceed.
+    pub mtu: u32,
 }
 
 /// Value of `SCHED_STATE` (an array indexed by service id): rr's cursor, and
@@ -429,7 +438,22 @@ pub mod counter {
     /// IPv4 options that are not a well-formed list (the kernel would drop
     /// them: `ip_options_compile`).
     pub const DROP_BAD_IP_OPTIONS: u32 = 21;
-    pub const COUNT: u32 = 22;
+    /// ICMP that is not an error about a tracked connection (echo, an
+    /// error the director's own traffic caused, a quote without ports):
+    /// handed to the kernel.
+    pub const PASS_ICMP: u32 = 22;
+    /// An ICMP error about a connection relayed: to its real, or (NAT) from
+    /// the real back to the client with the VIP put back in both headers.
+    pub const ICMP_RELAYED: u32 = 23;
+    /// An ICMP error about a connection whose ICMP checksum is wrong.
+    pub const DROP_ICMP_CHECKSUM: u32 = 24;
+    /// Tunnelling: a packet with DF set that the outer header would take
+    /// past the path MTU, answered with ICMP "fragmentation needed".
+    pub const ICMP_FRAG_NEEDED_SENT: u32 = 25;
+    /// Tunnelling: a packet without DF too big once encapsulated. IPVS
+    /// would fragment it; XDP cannot.
+    pub const DROP_TOO_BIG: u32 = 26;
+    pub const COUNT: u32 = 27;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -455,6 +479,11 @@ pub mod counter {
         "drop_tcp_flags",
         "drop_bad_ip_checksum",
         "drop_bad_ip_options",
+        "pass_icmp",
+        "icmp_relayed",
+        "drop_icmp_checksum",
+        "icmp_frag_needed_sent",
+        "drop_too_big",
     ];
 }
 
@@ -471,7 +500,7 @@ pub struct VipKey {
 const _: () = {
     assert!(core::mem::size_of::<ServiceKey>() == 20);
     assert!(core::mem::size_of::<Service>() == 40);
-    assert!(core::mem::size_of::<Real>() == 72);
+    assert!(core::mem::size_of::<Real>() == 76);
     assert!(core::mem::size_of::<RealConns>() == 32);
     assert!(core::mem::size_of::<RangeData>() == 20);
     assert!(core::mem::size_of::<Buckets>() == 1024);

@@ -6,7 +6,7 @@
 
 use core::mem::size_of;
 
-use crate::{AF_INET, IPPROTO_TCP, IPPROTO_UDP};
+use crate::{AF_INET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -127,6 +127,7 @@ pub struct Flow {
 /// | header checksum wrong (over the IHL, options included)       | `BadChecksum` |
 /// | options that do not parse as `ip_options_compile` walks them | `BadOptions`  |
 /// | more-fragments or a fragment offset                          | `Fragment`    |
+/// | ICMP (see `icmp::parse_error` for the rest)                  | `Icmp`        |
 /// | neither TCP nor UDP                                          | `NotTcpUdp`   |
 /// | total length too short for the TCP (20) / UDP (8) header     | `BadHeader`   |
 /// | TCP data offset < 5 or past the total length                 | `BadHeader`   |
@@ -145,8 +146,10 @@ pub struct Flow {
 pub enum ParseError {
     /// Not IPv4 (the kernel's business).
     NotIp,
-    /// IPv4, but neither TCP nor UDP.
+    /// IPv4, but neither TCP nor UDP nor ICMP.
     NotTcpUdp,
+    /// ICMP: an error may be about a connection (`icmp::parse_error`).
+    Icmp,
     /// A fragment: no ports to key on.
     Fragment,
     /// A header runs past the end of the frame.
@@ -232,10 +235,11 @@ fn ipv4_options_ok(pkt: &impl Packet, len: usize) -> Result<bool, ParseError> {
     Ok(true)
 }
 
-/// Parses Ethernet, IPv4 and the TCP/UDP ports; see [`ParseError`] for
-/// what is refused, and why.
+/// Parses Ethernet and IPv4, checking everything up to the fragment rule
+/// of [`ParseError`]: a [`Flow`] with the addresses, protocol, TTL, total
+/// length and `l4_off`, and no ports yet.
 #[inline(always)]
-pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
+pub fn parse_ipv4(pkt: &impl Packet) -> Result<Flow, ParseError> {
     let eth: *mut EthHdr = ptr_at(pkt, 0).ok_or(ParseError::Truncated)?;
     // SAFETY: ptr_at checked that the header lies inside the packet.
     let eth_proto = u16::from_be(unsafe { (*eth).proto });
@@ -272,7 +276,7 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         return Err(ParseError::Fragment);
     }
     let l4_off = ETH_HLEN + ihl;
-    let mut flow = Flow {
+    Ok(Flow {
         ip_len: u16::from_be(ip.tot_len),
         family: AF_INET,
         proto: ip.proto,
@@ -281,8 +285,18 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         ttl: ip.ttl,
         l4_off,
         ..Flow::default()
-    };
-    match ip.proto {
+    })
+}
+
+/// Parses Ethernet, IPv4 and the TCP/UDP ports; see [`ParseError`] for
+/// what is refused, and why.
+#[inline(always)]
+pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
+    let mut flow = parse_ipv4(pkt)?;
+    let l4_off = flow.l4_off;
+    let ihl = l4_off - ETH_HLEN;
+    let tot_len = usize::from(flow.ip_len);
+    match flow.proto {
         IPPROTO_TCP => {
             // The frame holds the total length, so a frame too short for
             // the header means a total length too short for it.
@@ -316,6 +330,7 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             flow.sport = udp.sport;
             flow.dport = udp.dport;
         }
+        IPPROTO_ICMP => return Err(ParseError::Icmp),
         _ => return Err(ParseError::NotTcpUdp),
     }
     Ok(flow)
@@ -501,7 +516,8 @@ mod tests {
         assert_eq!(parse_bytes(&patched(&syn, 14, &[0x4f])), Err(ParseError::BadHeader), "IHL 15");
         assert_eq!(parse_bytes(&patched(&syn, 20, &[0x20])), Err(ParseError::Fragment), "MF");
         assert_eq!(parse_bytes(&patched(&syn, 20, &[0x00, 0x01])), Err(ParseError::Fragment), "offset");
-        assert_eq!(parse_bytes(&patched(&syn, 23, &[1])), Err(ParseError::NotTcpUdp), "ICMP");
+        assert_eq!(parse_bytes(&patched(&syn, 23, &[1])), Err(ParseError::Icmp), "ICMP");
+        assert_eq!(parse_bytes(&patched(&syn, 23, &[47])), Err(ParseError::NotTcpUdp), "GRE");
         assert_eq!(parse_bytes(&patched(&syn, 46, &[4 << 4])), Err(ParseError::BadHeader), "doff 4");
         assert_eq!(parse_bytes(&patched(&syn, 46, &[0])), Err(ParseError::BadHeader), "doff 0");
         // The IP total length must cover the TCP header, even when the frame

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
     CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, RangeData, Service, ServiceKey, Stats,
-    SyncEvent, counter, sync_due,
+    SLOT_ICMP, SyncEvent, counter, sync_due,
     net::{ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
     range_prefix_len,
     tcp_state::Direction,
@@ -19,7 +19,7 @@ use lb_common::{
 
 use crate::{
     accounting, forward,
-    maps::{CONNS, DIRECTOR_CTL, Frame, REAL_STATS, REALS, SERVICE_RANGES, SERVICES, SYNC_EVENTS, verdict},
+    maps::{CONNS, DIRECTOR_CTL, Frame, REAL_STATS, REALS, SCHEDULERS, SERVICE_RANGES, SERVICES, SYNC_EVENTS, verdict},
     schedule,
 };
 
@@ -38,6 +38,11 @@ fn run(ctx: &XdpContext) -> u32 {
         Ok(flow) => flow,
         Err(ParseError::NotIp) => return verdict(counter::PASS_NOT_IP, XDP_PASS),
         Err(ParseError::NotTcpUdp) => return verdict(counter::PASS_NOT_VIP, XDP_PASS),
+        Err(ParseError::Icmp) => {
+            // SAFETY: a tail call; on success it does not return.
+            let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_ICMP) };
+            return verdict(counter::PASS_ICMP, XDP_PASS);
+        }
         Err(ParseError::Fragment) => return verdict(counter::PASS_FRAGMENT, XDP_PASS),
         Err(ParseError::Truncated) => return verdict(counter::DROP_TRUNCATED, XDP_DROP),
         Err(ParseError::BadHeader) => return verdict(counter::DROP_BAD_HEADER, XDP_DROP),

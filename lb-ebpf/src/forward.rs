@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
+    Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
     REAL_F_LOCAL, REAL_F_NEXTHOP, Real, counter, csum,
     net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at},
     tcp_state::Direction,
@@ -15,6 +15,7 @@ use lb_common::{
 use crate::{
     accounting,
     director::account,
+    icmp,
     maps::{CONNS, Frame, verdict},
 };
 
@@ -44,9 +45,11 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 
         return verdict(counter::PASS_LOCAL, XDP_PASS);
     }
     match real.forward {
-        FWD_NAT => nat_in(ctx, flow, real),
+        FWD_NAT => nat_in(ctx, flow.ttl, real, |ttl| {
+            rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, ttl)
+        }),
         FWD_DR => direct(ctx, real),
-        FWD_TUN => tunnel(ctx, real),
+        FWD_TUN => tunnel(ctx, flow, real),
         _ => verdict(counter::DROP_STALE_REAL, XDP_DROP),
     }
 }
@@ -54,7 +57,7 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 
 /// Direct routing (`ip_vs_dr_xmit`): only the MAC addresses change; the real
 /// holds the VIP itself.
 #[inline(always)]
-fn direct(ctx: &XdpContext, real: &Real) -> u32 {
+pub fn direct(ctx: &XdpContext, real: &Real) -> u32 {
     if real.flags & REAL_F_NEXTHOP == 0 {
         return verdict(counter::DROP_NO_NEXTHOP, XDP_DROP);
     }
@@ -69,23 +72,24 @@ fn direct(ctx: &XdpContext, real: &Real) -> u32 {
     send(ctx, real.ifindex)
 }
 
-/// NAT, inbound (`ip_vs_nat_xmit`): the destination becomes the real's
-/// address and port.
+/// NAT, inbound (`ip_vs_nat_xmit`): `rewrite` puts the real's address (and
+/// port) in, and the frame goes to the real's next hop. `ttl` is the
+/// packet's.
 #[inline(always)]
-fn nat_in(ctx: &XdpContext, flow: &Flow, real: &Real) -> u32 {
-    if flow.ttl <= 1 {
+pub fn nat_in(ctx: &XdpContext, ttl: u8, real: &Real, rewrite: impl Fn(Ttl) -> Option<()>) -> u32 {
+    if ttl <= 1 {
         return verdict(counter::PASS_TTL, XDP_PASS);
     }
     if real.flags & REAL_F_NEXTHOP == 0 {
         // The kernel routes the rewritten packet (and decrements the TTL)
         // and resolves the neighbour; the controller will have the next hop
         // ready for the packets after.
-        if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, Ttl::Keep).is_none() {
+        if rewrite(Ttl::Keep).is_none() {
             return verdict(counter::DROP_TRUNCATED, XDP_DROP);
         }
         return verdict(counter::PASS_NO_NEXTHOP, XDP_PASS);
     }
-    if rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, Ttl::Decrement).is_none() {
+    if rewrite(Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     let Some(eth) = eth(ctx) else {
@@ -125,6 +129,12 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
     if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
+    back_to_client(ctx, reply)
+}
+
+/// Sends a rewritten NAT reply out the way its client's packets came in.
+#[inline(always)]
+pub fn back_to_client(ctx: &XdpContext, reply: &Conn) -> u32 {
     let Some(eth) = eth(ctx) else {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     };
@@ -139,11 +149,14 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
 /// IP-in-IP (`ip_vs_tunnel_xmit`): a new outer IPv4 header towards the real,
 /// with the inner header's TOS, TTL and DF.
 #[inline(always)]
-fn tunnel(ctx: &XdpContext, real: &Real) -> u32 {
+fn tunnel(ctx: &XdpContext, flow: &Flow, real: &Real) -> u32 {
     // The kernel would drop an encapsulated packet that carries our own
     // source address as a martian, so without a next hop there is no way on.
     if real.flags & REAL_F_NEXTHOP == 0 {
         return verdict(counter::DROP_NO_NEXTHOP, XDP_DROP);
+    }
+    if real.mtu != 0 && u32::from(flow.ip_len) + IPV4_HLEN as u32 > real.mtu {
+        return too_big(ctx, flow, real.mtu - IPV4_HLEN as u32);
     }
     let Some(ip) = ptr_at::<Ipv4Hdr>(&Frame(ctx), ETH_HLEN) else {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
@@ -184,16 +197,57 @@ fn tunnel(ctx: &XdpContext, real: &Real) -> u32 {
     send(ctx, real.ifindex)
 }
 
+/// A packet that the outer header would take past the path MTU
+/// (`ip_vs_tunnel_xmit`'s MTU check): with DF, its sender learns the MTU
+/// left for it (`mtu`) from an ICMP "fragmentation needed"; without DF,
+/// IPVS would fragment the outer packet, which XDP cannot, so it is
+/// dropped and counted. Nor is an ICMP error ever answered with one.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(&Frame(ctx), ETH_HLEN) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let df = unsafe { (*ip).frag_off } & IP_DF.to_be() != 0;
+    if !df || flow.proto == IPPROTO_ICMP {
+        return verdict(counter::DROP_TOO_BIG, XDP_DROP);
+    }
+    icmp::frag_needed(ctx, flow, mtu as u16)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+pub enum Endpoint {
     Source,
     Destination,
+}
+
+impl Endpoint {
+    /// Where its address sits in an IPv4 header.
+    pub const fn addr_offset(self) -> usize {
+        match self {
+            Self::Source => 12,
+            Self::Destination => 16,
+        }
+    }
+    /// Where its port sits in a TCP or UDP header.
+    pub const fn port_offset(self) -> usize {
+        match self {
+            Self::Source => 0,
+            Self::Destination => 2,
+        }
+    }
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Source => Self::Destination,
+            Self::Destination => Self::Source,
+        }
+    }
 }
 
 /// Whether the rewrite forwards the packet itself (and so decrements the TTL
 /// as a router does) or leaves the forwarding, and the TTL, to the kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ttl {
+pub enum Ttl {
     Decrement,
     Keep,
 }
@@ -203,26 +257,10 @@ enum Ttl {
 #[inline(always)]
 fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16, ttl: Ttl) -> Option<()> {
     let frame = Frame(ctx);
-    let ip: *mut Ipv4Hdr = ptr_at(&frame, ETH_HLEN)?;
-    let (addr_off, port_off) = match which {
-        Endpoint::Source => (12, 0),
-        Endpoint::Destination => (16, 2),
-    };
-    let addr_ptr: *mut u32 = ptr_at(&frame, ETH_HLEN + addr_off)?;
-    let ttl_word: *mut u16 = ptr_at(&frame, ETH_HLEN + 8)?;
-    let port_ptr: *mut u16 = ptr_at(&frame, flow.l4_off + port_off)?;
-    // SAFETY: every pointer above was bounds checked by `ptr_at`.
+    let port_ptr: *mut u16 = ptr_at(&frame, flow.l4_off + which.port_offset())?;
+    let old_addr = rewrite_ip(ctx, which, addr, ttl)?;
+    // SAFETY: every pointer was bounds checked by `ptr_at`.
     unsafe {
-        let old_addr = *addr_ptr;
-        *addr_ptr = addr;
-        let mut check = csum::replace4((*ip).check, old_addr, addr);
-        if ttl == Ttl::Decrement {
-            let old_ttl = *ttl_word;
-            (*ip).ttl -= 1;
-            check = csum::replace2(check, old_ttl, *ttl_word);
-        }
-        (*ip).check = check;
-
         let old_port = *port_ptr;
         *port_ptr = port;
         match flow.proto {
@@ -240,4 +278,27 @@ fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16,
         }
     }
     Some(())
+}
+
+/// Rewrites one endpoint's address in the IPv4 header, maybe decrements
+/// the TTL, and keeps the header checksum right. Returns the old address.
+#[inline(always)]
+pub fn rewrite_ip(ctx: &XdpContext, which: Endpoint, addr: u32, ttl: Ttl) -> Option<u32> {
+    let frame = Frame(ctx);
+    let ip: *mut Ipv4Hdr = ptr_at(&frame, ETH_HLEN)?;
+    let addr_ptr: *mut u32 = ptr_at(&frame, ETH_HLEN + which.addr_offset())?;
+    let ttl_word: *mut u16 = ptr_at(&frame, ETH_HLEN + 8)?;
+    // SAFETY: every pointer above was bounds checked by `ptr_at`.
+    unsafe {
+        let old_addr = *addr_ptr;
+        *addr_ptr = addr;
+        let mut check = csum::replace4((*ip).check, old_addr, addr);
+        if ttl == Ttl::Decrement {
+            let old_ttl = *ttl_word;
+            (*ip).ttl -= 1;
+            check = csum::replace2(check, old_ttl, *ttl_word);
+        }
+        (*ip).check = check;
+        Some(old_addr)
+    }
 }

@@ -114,3 +114,22 @@ impl Packet for Frame<'_> {
         self.0.data_end()
     }
 }
+
+/// As [`Frame`], with an end that LLVM cannot see through: what a check
+/// through it proves, LLVM cannot use to drop a later check through
+/// [`Frame`] (or through another `Opaque`). The CPU would not mind, but the
+/// verifier tracks each load of the packet pointers apart and refuses an
+/// access whose check went to an earlier load. For the slow paths that
+/// parse again what the director has parsed, then rewrite.
+pub struct Opaque<'a>(pub &'a XdpContext);
+
+impl Packet for Opaque<'_> {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.0.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        core::hint::black_box(self.0.data_end())
+    }
+}

@@ -351,6 +351,7 @@ fn apply_nexthop(real: &mut Real, hop: Option<&NextHop>) {
             real.smac = hop.smac;
             real.dmac = hop.dmac;
             real.tun_saddr = v4_addr(hop.src.octets());
+            real.mtu = hop.mtu;
         }
         None => real.flags &= !(REAL_F_NEXTHOP | REAL_F_LOCAL),
     }

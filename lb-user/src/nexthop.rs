@@ -10,7 +10,7 @@ use netlink_packet_route::{
     AddressFamily,
     link::LinkAttribute,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteType},
+    route::{RouteAddress, RouteAttribute, RouteMetric, RouteType},
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -24,6 +24,9 @@ pub struct NextHop {
     /// The real is one of the director's own addresses (a local route):
     /// its packets go to the kernel, as IPVS's Local forwarding.
     pub local: bool,
+    /// The path MTU towards the real, as the kernel's `dst_mtu`: the route's
+    /// (a learned PMTU, or an `mtu` set on the route) or else the link's.
+    pub mtu: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,21 +67,29 @@ impl Resolver {
         let mut ifindex = None;
         let mut gateway = dst;
         let mut src = Ipv4Addr::UNSPECIFIED;
+        let mut route_mtu = None;
         for attr in &route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => ifindex = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
                 RouteAttribute::PrefSource(RouteAddress::Inet(s)) => src = *s,
+                RouteAttribute::Metrics(metrics) => {
+                    route_mtu = metrics.iter().find_map(|m| match m {
+                        RouteMetric::Mtu(mtu) => Some(*mtu),
+                        _ => None,
+                    });
+                }
                 _ => {}
             }
         }
         let Some(ifindex) = ifindex else { return Ok(None) };
         if route.header.kind == RouteType::Local {
-            return Ok(Some(NextHop { ifindex, smac: [0; 6], dmac: [0; 6], src: dst, local: true }));
+            return Ok(Some(NextHop { ifindex, smac: [0; 6], dmac: [0; 6], src: dst, local: true, mtu: 0 }));
         }
-        let Some(smac) = self.link_mac(ifindex).await? else { return Ok(None) };
+        let Some((smac, link_mtu)) = self.link(ifindex).await? else { return Ok(None) };
+        let mtu = route_mtu.unwrap_or(link_mtu);
         match self.neighbour_mac(ifindex, gateway).await? {
-            Some(dmac) => Ok(Some(NextHop { ifindex, smac, dmac, src, local: false })),
+            Some(dmac) => Ok(Some(NextHop { ifindex, smac, dmac, src, local: false, mtu })),
             None => {
                 poke(gateway);
                 Ok(None)
@@ -86,16 +97,20 @@ impl Resolver {
         }
     }
 
-    async fn link_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, Error> {
+    /// The link's MAC address and MTU.
+    async fn link(&self, ifindex: u32) -> Result<Option<([u8; 6], u32)>, Error> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
-        while let Some(link) = links.try_next().await? {
-            for attr in link.attributes {
-                if let LinkAttribute::Address(mac) = attr {
-                    return Ok(mac.try_into().ok());
-                }
+        let Some(link) = links.try_next().await? else { return Ok(None) };
+        let mut mac = None;
+        let mut mtu = 0;
+        for attr in link.attributes {
+            match attr {
+                LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a).ok(),
+                LinkAttribute::Mtu(m) => mtu = m,
+                _ => {}
             }
         }
-        Ok(None)
+        Ok(mac.map(|mac| (mac, mtu)))
     }
 
     async fn neighbour_mac(&self, ifindex: u32, addr: Ipv4Addr) -> Result<Option<[u8; 6]>, Error> {

@@ -51,8 +51,15 @@ fn connect(addr: SocketAddr) -> Result<TcpStream> {
 /// Sends one GET and reads one response (by Content-Length); returns the
 /// trimmed body.
 fn request(s: &mut TcpStream, host: &str, close: bool) -> Result<String> {
+    request_padded(s, host, close, 0)
+}
+
+/// As [`request`], with an `X-Pad` header of `pad` bytes: a request that
+/// takes several full-sized segments.
+fn request_padded(s: &mut TcpStream, host: &str, close: bool, pad: usize) -> Result<String> {
+    let pad = if pad == 0 { String::new() } else { format!("X-Pad: {}\r\n", "a".repeat(pad)) };
     let req = format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlvs-tests\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlvs-tests\r\n{pad}{}\r\n",
         if close { "Connection: close\r\n" } else { "" }
     );
     s.write_all(req.as_bytes()).context("send request")?;
@@ -110,6 +117,16 @@ pub fn http_get(ns: &Netns, addr_s: &str) -> Result<String> {
     ns.run_in(|| -> Result<String> {
         let mut s = connect(a)?;
         request(&mut s, addr_s, true)
+    })?
+}
+
+/// As [`http_get`], with `pad` bytes of padding header: the client's
+/// segments are as large as its path MTU allows.
+pub fn http_get_padded(ns: &Netns, addr_s: &str, pad: usize) -> Result<String> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| -> Result<String> {
+        let mut s = connect(a)?;
+        request_padded(&mut s, addr_s, true, pad)
     })?
 }
 

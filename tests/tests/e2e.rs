@@ -295,6 +295,26 @@ fn tun_tcp_rr() {
     method_test(Forward::Tun, &xlvs::tun_tcp_addr(), 80);
 }
 
+/// TUN and path MTU discovery: the tunnel header takes the client's
+/// full-sized segments past the 1500-byte MTU towards the reals. The
+/// director answers each with "fragmentation needed" (1480), the client's
+/// kernel lowers its path MTU to the VIP and sends smaller segments, and a
+/// request that spans several segments gets its answer.
+#[test]
+fn tun_path_mtu_discovery() {
+    let lab = lab(xlvs::demo_config);
+    let addr = xlvs::tun_tcp_addr();
+    let vip = addr.split(':').next().expect("VIP:port");
+    let got = traffic::http_get_padded(lab.topo.client(), &addr, 6000).expect("a 6 KB request through the tunnel");
+    assert!(got.starts_with("real"), "answered by {got:?}");
+    let json = lab.xlvs.list_json().expect("list --json");
+    let sent = json.counters.get("icmp_frag_needed_sent").copied().unwrap_or(0);
+    assert!(sent >= 1, "the director sent no fragmentation needed: {:?}", json.counters);
+    let route = lab.topo.client().ip(&["route", "get", vip]).expect("ip route get");
+    assert!(route.contains("mtu 1480"), "the client learnt no path MTU to {vip}: {route}");
+    check_no_drops(&json);
+}
+
 #[test]
 fn nat_udp_rr() {
     let lab = lab(xlvs::demo_config);

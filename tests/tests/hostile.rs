@@ -18,6 +18,7 @@
 //! | IP options malformed (length < 2, past the header)      | DROP    | `drop_bad_ip_options`  |
 //! | IP options well-formed (IHL 6..15)                      | parsed past, forwarded unchanged |
 //! | fragment                                                | PASS    | `pass_fragment`        |
+//! | ICMP echo (errors: `tests/tests/icmp.rs`)               | PASS    | `pass_icmp`            |
 //! | total length short of the TCP/UDP header                | DROP    | `drop_bad_header`      |
 //! | TCP data offset < 5 or past the packet                  | DROP    | `drop_bad_header`      |
 //! | UDP length < 8 or past the packet                       | DROP    | `drop_bad_header`      |
@@ -1092,6 +1093,8 @@ fn model_parse(f: &[u8]) -> Result<Parsed, u32> {
                 return Err(counter::DROP_BAD_HEADER);
             }
         }
+        // Echo here; the ICMP fixtures (tests/tests/icmp.rs) cover errors.
+        lb_common::IPPROTO_ICMP => return Err(counter::PASS_ICMP),
         _ => return Err(counter::PASS_NOT_VIP),
     }
     p.sport = be16(l4);

@@ -463,6 +463,16 @@ fn assert_ip_checksums(bytes: &[u8], what: &str) {
             }
         }
         IpNumber::IPV4 => assert_ip_checksums(body, what),
+        IpNumber::ICMP => {
+            let sum = lb_common::csum::sum_be(body, 0);
+            assert_eq!(lb_common::csum::fold(sum), 0xffff, "{what}: ICMP checksum");
+            // An error quotes an IP header, whose checksum must hold too.
+            if matches!(body.first(), Some(3 | 4 | 11)) && body.len() >= 28 {
+                let (quoted, _) = Ipv4Header::from_slice(&body[8..])
+                    .unwrap_or_else(|e| panic!("{what}: quoted header does not parse: {e}"));
+                assert_eq!(quoted.header_checksum, quoted.calc_header_checksum(), "{what}: quoted IPv4 checksum");
+            }
+        }
         other => panic!("{what}: unexpected IP protocol {other:?}"),
     }
 }

@@ -1,0 +1,318 @@
+//! ICMP errors about connections, as IPVS handles them (`ip_vs_in_icmp`,
+//! `ip_vs_out_icmp`): the error quotes the packet it is about, and the
+//! quoted header, read backwards, names the connection. Also the checksum
+//! arithmetic over a run of packet bytes that checking and building ICMP
+//! messages needs.
+
+use core::mem::size_of;
+
+use crate::{
+    ConnKey, IPPROTO_TCP, IPPROTO_UDP, csum,
+    net::{ETH_HLEN, Flow, IPV4_HLEN, Ipv4Hdr, Packet, ptr_at},
+};
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_SOURCE_QUENCH: u8 = 4;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+/// Destination unreachable, code 4: fragmentation needed and DF set.
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+
+/// The ICMP header: type, code, checksum, and the type's 4-byte field
+/// (unused for most errors; the next-hop MTU in its low half for
+/// "fragmentation needed", RFC 1191).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: u16,
+    pub unused: u16,
+    /// Network order.
+    pub mtu: u16,
+}
+
+pub const ICMP_HLEN: usize = size_of::<IcmpHdr>();
+
+/// The longest ICMP message whose checksum the data plane sums: a full
+/// Ethernet MTU's worth. Routers quote at most 576 bytes (RFC 1812); a
+/// longer "error" is handed to the kernel.
+pub const MAX_ICMP_LEN: usize = 1480;
+
+/// An ICMP error that quotes a TCP or UDP packet: where everything is, and
+/// the quoted packet's endpoints (network order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpError {
+    /// The ICMP message: from the ICMP header to the end of the IP packet.
+    pub icmp_off: usize,
+    pub icmp_len: usize,
+    /// The quoted IPv4 header, and its L4 header (ports first).
+    pub quote_off: usize,
+    pub quote_l4_off: usize,
+    pub proto: u8,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl IcmpError {
+    /// The connection the quoted packet belongs to: the quote is a packet
+    /// going the other way (the VIP's to the client, or the client's to a
+    /// NAT real), so its endpoints are swapped.
+    #[must_use]
+    pub fn conn_key(&self, family: u8) -> ConnKey {
+        ConnKey {
+            saddr: [self.daddr, 0, 0, 0],
+            daddr: [self.saddr, 0, 0, 0],
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Why an ICMP packet is not an error about a connection. All of it is the
+/// kernel's: IPVS, too, accepts what it cannot use (`NF_ACCEPT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotAnError {
+    /// Echo, timestamps, redirects...: not one of the three error types
+    /// IPVS relays (destination unreachable, source quench, time exceeded).
+    OtherType,
+    /// The message is too short for an IPv4 header and 8 bytes of its
+    /// payload, the quoted header is not IPv4 with an IHL of at least 5,
+    /// or the message is longer than [`MAX_ICMP_LEN`].
+    BadQuote,
+    /// The quoted packet is neither TCP nor UDP (an IP-in-IP packet of our
+    /// own tunnel, for one), or is a fragment past the first: no ports.
+    NoPorts,
+}
+
+/// The IPv4 header of a packet that [`crate::net::parse`] has checked and
+/// found to be ICMP, read again (in the program the director tail-calls)
+/// without walking its options and checksum a second time: the verifier
+/// would walk every outcome of those loops through the rest of the program.
+#[inline(always)]
+pub fn outer(pkt: &impl Packet) -> Option<Flow> {
+    let ip: *const Ipv4Hdr = ptr_at(pkt, ETH_HLEN)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { *ip };
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    let ip_len = u16::from_be(ip.tot_len);
+    if ihl < IPV4_HLEN || usize::from(ip_len) < ihl {
+        return None;
+    }
+    Some(Flow {
+        family: crate::AF_INET,
+        proto: ip.proto,
+        saddr: [ip.saddr, 0, 0, 0],
+        daddr: [ip.daddr, 0, 0, 0],
+        ttl: ip.ttl,
+        l4_off: ETH_HLEN + ihl,
+        ip_len,
+        ..Flow::default()
+    })
+}
+
+/// Reads the ICMP message that `outer` (from [`outer`] or
+/// [`crate::net::parse_ipv4`], protocol ICMP) carries. Only the quote's IP version, IHL, protocol,
+/// fragment offset and ports are read: the quote is whatever the sender
+/// saw, and the connection lookup decides whether it means anything.
+#[inline(always)]
+pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnError> {
+    let icmp_off = outer.l4_off;
+    let icmp_len = usize::from(outer.ip_len) - (icmp_off - ETH_HLEN);
+    let icmp: *const IcmpHdr = ptr_at(pkt, icmp_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: ptr_at checked the bounds.
+    let kind = unsafe { (*icmp).kind };
+    if !matches!(kind, ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED) {
+        return Err(NotAnError::OtherType);
+    }
+    if icmp_len > MAX_ICMP_LEN {
+        return Err(NotAnError::BadQuote);
+    }
+    let quote_off = icmp_off + ICMP_HLEN;
+    let quote: *const Ipv4Hdr = ptr_at(pkt, quote_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: as above.
+    let quote = unsafe { *quote };
+    let quote_ihl = usize::from(quote.version_ihl & 0x0f) * 4;
+    if quote.version_ihl >> 4 != 4 || quote_ihl < IPV4_HLEN || ICMP_HLEN + quote_ihl + 8 > icmp_len {
+        return Err(NotAnError::BadQuote);
+    }
+    if u16::from_be(quote.frag_off) & 0x1fff != 0 || !matches!(quote.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return Err(NotAnError::NoPorts);
+    }
+    let quote_l4_off = quote_off + quote_ihl;
+    let ports: *const [u16; 2] = ptr_at(pkt, quote_l4_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: as above.
+    let [sport, dport] = unsafe { *ports };
+    Ok(IcmpError {
+        icmp_off,
+        icmp_len,
+        quote_off,
+        quote_l4_off,
+        proto: quote.proto,
+        saddr: quote.saddr,
+        daddr: quote.daddr,
+        sport,
+        dport,
+    })
+}
+
+/// The one's-complement sum of the `len` packet bytes at `off` (odd
+/// lengths padded with a zero byte; `off` >= 1), or `None` when they are
+/// not all in the packet or `len` is over `MAX`. Each 16-bit word is read through
+/// [`ptr_at`], which is what the verifier needs, and the loop is bounded by
+/// `MAX`.
+#[inline(always)]
+pub fn sum<const MAX: usize>(pkt: &impl Packet, off: usize, len: usize) -> Option<u32> {
+    if len > MAX {
+        return None;
+    }
+    let mut total = 0u32;
+    // The odd byte first: after the loop nothing may depend on `len`, or
+    // the verifier walks the rest of the program once per exit of the loop.
+    if len % 2 == 1 {
+        // The word that ends with the last byte: a one-byte read at the
+        // very end of the packet is what the verifier cannot prove safe.
+        let pair: *const [u8; 2] = ptr_at(pkt, (off + len - 2) & 0xfff)?;
+        // SAFETY: ptr_at checked the bounds. In memory order the pad byte
+        // follows the last byte, and native-order words add up to the same
+        // folded checksum.
+        total += u32::from(u16::from_ne_bytes([unsafe { (*pair)[1] }, 0]));
+    }
+    let mut i = 0;
+    while i < MAX / 2 {
+        if 2 * i + 2 > len {
+            break;
+        }
+        // The mask changes nothing (offsets stay far below 4096) but keeps
+        // LLVM from turning the index into a negative count up to zero,
+        // which the verifier refuses as a packet offset.
+        let word: *const u16 = ptr_at(pkt, (off + 2 * i) & 0xfff)?;
+        // SAFETY: as above.
+        total += u32::from(unsafe { *word });
+        i += 1;
+    }
+    Some(total)
+}
+
+/// Whether the ICMP message of `error` sums to 0xffff: its checksum is
+/// right. IPVS drops a relayed error whose checksum is wrong.
+#[inline(always)]
+pub fn checksum_ok(pkt: &impl Packet, error: &IcmpError) -> bool {
+    sum::<MAX_ICMP_LEN>(pkt, error.icmp_off, error.icmp_len).is_some_and(|s| csum::fold(s) == 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        AF_INET,
+        net::{Aligned, ETH_P_IP, ParseError, parse, parse_ipv4},
+    };
+
+    /// An IPv4 header (20 bytes) with a correct checksum.
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload_len: usize) -> std::vec::Vec<u8> {
+        let mut h = std::vec![0u8; 20];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&src);
+        h[16..20].copy_from_slice(&dst);
+        let c = !csum::fold(csum::sum_be(&h, 0));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    }
+
+    const VIP: [u8; 4] = [10, 100, 0, 100];
+    const CLIENT: [u8; 4] = [198, 51, 100, 7];
+    const ROUTER: [u8; 4] = [192, 0, 2, 1];
+
+    /// A frame carrying an ICMP `kind`/`code` from ROUTER to the VIP that
+    /// quotes `quote` (an IP packet, cut as the sender chose).
+    fn icmp_frame(kind: u8, code: u8, quote: &[u8]) -> std::vec::Vec<u8> {
+        let mut icmp = std::vec![kind, code, 0, 0, 0, 0, 0x05, 0xdc];
+        icmp.extend_from_slice(quote);
+        let c = !csum::fold(csum::sum_be(&icmp, 0));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut f = std::vec![0u8; 12];
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        f.extend(ipv4(crate::IPPROTO_ICMP, ROUTER, VIP, icmp.len()));
+        f.extend(icmp);
+        f
+    }
+
+    /// The VIP's TCP segment to the client, as a router quotes it: the IP
+    /// header and the first 8 bytes of TCP.
+    fn quoted_tcp() -> std::vec::Vec<u8> {
+        let mut q = ipv4(IPPROTO_TCP, VIP, CLIENT, 20);
+        q.extend_from_slice(&80u16.to_be_bytes());
+        q.extend_from_slice(&40000u16.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 1]);
+        q
+    }
+
+    fn parse_frame(frame: &[u8]) -> Result<IcmpError, NotAnError> {
+        let aligned = Aligned::new(frame);
+        let pkt = aligned.bytes();
+        assert_eq!(parse(&pkt), Err(ParseError::Icmp));
+        let outer = outer(&pkt).unwrap();
+        assert_eq!(Some(outer), parse_ipv4(&pkt).ok(), "the same as a full parse");
+        parse_error(&pkt, &outer)
+    }
+
+    #[test]
+    fn an_error_names_the_connection_from_its_quote() {
+        let frame = icmp_frame(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, &quoted_tcp());
+        let error = parse_frame(&frame).unwrap();
+        assert_eq!((error.icmp_off, error.icmp_len, error.quote_off, error.quote_l4_off), (34, 36, 42, 62));
+        let key = error.conn_key(AF_INET);
+        assert_eq!(key.saddr[0].to_ne_bytes(), CLIENT, "the client sent the connection's first packet");
+        assert_eq!(key.daddr[0].to_ne_bytes(), VIP);
+        assert_eq!((u16::from_be(key.sport), u16::from_be(key.dport)), (40000, 80));
+        assert_eq!(key.proto, IPPROTO_TCP);
+        let aligned = Aligned::new(&frame);
+        assert!(checksum_ok(&aligned.bytes(), &error));
+        let mut bad = frame.clone();
+        bad[40] ^= 1;
+        assert!(!checksum_ok(&Aligned::new(&bad).bytes(), &error), "a flipped bit fails the checksum");
+    }
+
+    #[test]
+    fn only_errors_with_ports_are_relayed() {
+        let quote = quoted_tcp();
+        let echo = icmp_frame(8, 0, &quote);
+        assert_eq!(parse_frame(&echo), Err(NotAnError::OtherType));
+        assert!(parse_frame(&icmp_frame(ICMP_TIME_EXCEEDED, 0, &quote)).is_ok());
+        assert!(parse_frame(&icmp_frame(ICMP_SOURCE_QUENCH, 0, &quote)).is_ok());
+        assert_eq!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &quote[..27])), Err(NotAnError::BadQuote), "7 bytes of L4");
+        let mut v6 = quote.clone();
+        v6[0] = 0x65;
+        assert_eq!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &v6)), Err(NotAnError::BadQuote), "version");
+        let mut ipip = quote.clone();
+        ipip[9] = crate::IPPROTO_IPIP;
+        assert_eq!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &ipip)), Err(NotAnError::NoPorts), "IP-in-IP");
+        let mut later_fragment = quote.clone();
+        later_fragment[7] = 1;
+        assert_eq!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &later_fragment)), Err(NotAnError::NoPorts));
+        let mut first_fragment = quote;
+        first_fragment[6] = 0x20;
+        assert!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &first_fragment)).is_ok(), "MF, offset 0");
+    }
+
+    #[test]
+    fn sum_matches_the_reference_for_every_length() {
+        let bytes: std::vec::Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
+        let aligned = Aligned::new(&bytes);
+        for len in 0..=40 {
+            let got = sum::<64>(&aligned.bytes(), 2, len).map(csum::fold);
+            let want = csum::fold(csum::sum_be(&bytes[2..2 + len], 0));
+            assert_eq!(got.map(u16::from_be), Some(want), "len {len}");
+        }
+        assert_eq!(sum::<64>(&aligned.bytes(), 60, 8), None, "past the end");
+        assert_eq!(sum::<16>(&aligned.bytes(), 0, 18), None, "over MAX");
+    }
+}

@@ -1,0 +1,198 @@
+//! ICMP for connections: errors about a connection relayed as IPVS relays
+//! them (`ip_vs_in_icmp`, `ip_vs_out_icmp`), and the "fragmentation
+//! needed" a tunnel answers when the outer header leaves no room.
+//!
+//! The relay is a program of its own, `xlvs_icmp`, that the director
+//! tail-calls for ICMP (`SCHEDULERS[SLOT_ICMP]`): its checksum loop stays
+//! out of the director's verifier budget and off its fast path.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    macros::xdp,
+    programs::XdpContext,
+};
+use lb_common::{
+    CONN_F_REPLY, Conn, FWD_NAT, IPPROTO_ICMP, REAL_F_LOCAL, counter, csum,
+    icmp::{self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IcmpError, IcmpHdr},
+    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, ptr_at},
+};
+
+use crate::{
+    director::account,
+    forward::{self, Endpoint, Ttl},
+    maps::{CONNS, Frame, Opaque, REALS, verdict},
+};
+
+#[xdp]
+pub fn xlvs_icmp(ctx: XdpContext) -> u32 {
+    relay(&ctx)
+}
+
+#[inline(always)]
+fn relay(ctx: &XdpContext) -> u32 {
+    let frame = Opaque(ctx);
+    // The director has checked the IPv4 header; this is to find it again.
+    let Some(outer) = icmp::outer(&frame) else {
+        return verdict(counter::PASS_ICMP, XDP_PASS);
+    };
+    let Ok(error) = icmp::parse_error(&frame, &outer) else {
+        return verdict(counter::PASS_ICMP, XDP_PASS);
+    };
+    // An error goes to the quoted packet's sender; one that does not is
+    // about no packet of ours.
+    if outer.daddr[0] != error.saddr {
+        return verdict(counter::PASS_ICMP, XDP_PASS);
+    }
+    let Some(conn) = CONNS.get_ptr(&error.conn_key(outer.family)) else {
+        return verdict(counter::PASS_ICMP, XDP_PASS);
+    };
+    // SAFETY: a live map value, copied out.
+    let conn = unsafe { *conn };
+    if !icmp::checksum_ok(&frame, &error) {
+        return verdict(counter::DROP_ICMP_CHECKSUM, XDP_DROP);
+    }
+    let action = if conn.flags & CONN_F_REPLY != 0 {
+        to_client(ctx, &outer, &error, &conn)
+    } else {
+        to_real(ctx, &outer, &error, &conn)
+    };
+    if action == XDP_TX || action == XDP_REDIRECT {
+        verdict(counter::ICMP_RELAYED, action)
+    } else {
+        action
+    }
+}
+
+/// An error about a packet the VIP sent (a router on the way to the client
+/// reporting it, say): it goes to the connection's real by the
+/// connection's method. NAT also puts the real in place of the VIP in both
+/// the outer and the quoted header, as it does for the connection's
+/// packets.
+#[inline(always)]
+fn to_real(ctx: &XdpContext, outer: &Flow, error: &IcmpError, conn: &Conn) -> u32 {
+    let Some(real) = REALS.get(conn.real) else {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    };
+    if real.service != conn.service {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    }
+    if real.forward != FWD_NAT || real.flags & REAL_F_LOCAL != 0 {
+        return forward::to_real(ctx, outer, conn.real, real);
+    }
+    account(conn.real, u64::from(outer.ip_len), true);
+    forward::nat_in(ctx, outer.ttl, real, |ttl| {
+        rewrite(ctx, error, Endpoint::Destination, real.addr[0], real.port, ttl)
+    })
+}
+
+/// NAT: a real's error about a client's packet (a UDP port unreachable,
+/// say). The client must see it from the VIP, about a packet to the VIP.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, outer: &Flow, error: &IcmpError, reply: &Conn) -> u32 {
+    if outer.ttl <= 1 {
+        return verdict(counter::PASS_TTL, XDP_PASS);
+    }
+    account(reply.real, u64::from(outer.ip_len), false);
+    if rewrite(ctx, error, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    }
+    forward::back_to_client(ctx, reply)
+}
+
+/// NAT for an ICMP error (`ip_vs_nat_icmp`): the outer header's `which`
+/// address becomes `addr`; the quoted packet went the other way, so its
+/// other endpoint gets `addr` and `port`. The quoted IPv4 checksum and the
+/// ICMP checksum follow incrementally. The quoted L4 checksum is left as
+/// it is, as IPVS leaves it: nobody checks a quote's.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, error: &IcmpError, which: Endpoint, addr: u32, port: u16, ttl: Ttl) -> Option<()> {
+    let frame = Opaque(ctx);
+    let quoted = which.other();
+    let icmp_check: *mut u16 = ptr_at(&frame, error.icmp_off + 2)?;
+    let quote: *mut Ipv4Hdr = ptr_at(&frame, error.quote_off)?;
+    let quote_addr: *mut u32 = ptr_at(&frame, error.quote_off + quoted.addr_offset())?;
+    let quote_port: *mut u16 = ptr_at(&frame, error.quote_l4_off + quoted.port_offset())?;
+    forward::rewrite_ip(ctx, which, addr, ttl)?;
+    // SAFETY: every pointer above was bounds checked by `ptr_at`.
+    unsafe {
+        let old_addr = *quote_addr;
+        *quote_addr = addr;
+        let old_quote_check = (*quote).check;
+        let quote_check = csum::replace4(old_quote_check, old_addr, addr);
+        (*quote).check = quote_check;
+        let old_port = *quote_port;
+        *quote_port = port;
+        let check = csum::replace4(*icmp_check, old_addr, addr);
+        let check = csum::replace2(check, old_quote_check, quote_check);
+        *icmp_check = csum::replace2(check, old_port, port);
+    }
+    Some(())
+}
+
+/// The IP header and the 8 payload bytes (RFC 792) that an ICMP error
+/// quotes, at most: a 60-byte header with options, plus 8.
+const MAX_QUOTE: usize = 60 + 8;
+
+/// Answers `flow`'s packet, in place, with ICMP "fragmentation needed"
+/// carrying `mtu` (`icmp_send(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED)`), back
+/// out the way it came. As the kernel does for a packet to one of its own
+/// addresses, the answer comes from the address the packet was sent to
+/// (the VIP), with TTL 64 and the kernel's TOS for ICMP errors.
+#[inline(always)]
+pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
+    let frame = Frame(ctx);
+    let (Some(eth), Some(ip)) = (ptr_at::<EthHdr>(&frame, 0), ptr_at::<Ipv4Hdr>(&frame, ETH_HLEN)) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let (eth_in, tos) = unsafe { (*eth, (*ip).tos) };
+    let quote_len = (flow.l4_off - ETH_HLEN + 8) & 0x7f;
+    if quote_len > MAX_QUOTE {
+        return verdict(counter::DROP_BAD_HEADER, XDP_DROP);
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let cut = (ETH_HLEN + quote_len) as i32 - frame_len as i32;
+    // SAFETY: plain helper calls on our own context.
+    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV4_HLEN + ICMP_HLEN) as i32)) } != 0 {
+        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    }
+    let frame = Frame(ctx);
+    let (Some(eth), Some(ip), Some(icmp)) = (
+        ptr_at::<EthHdr>(&frame, 0),
+        ptr_at::<Ipv4Hdr>(&frame, ETH_HLEN),
+        ptr_at::<IcmpHdr>(&frame, ETH_HLEN + IPV4_HLEN),
+    ) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    let mut hdr = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: (tos & 0x1e) | 0xc0,
+        tot_len: ((IPV4_HLEN + ICMP_HLEN + quote_len) as u16).to_be(),
+        id: 0,
+        frag_off: 0,
+        ttl: 64,
+        proto: IPPROTO_ICMP,
+        check: 0,
+        saddr: flow.daddr[0],
+        daddr: flow.saddr[0],
+    };
+    // SAFETY: Ipv4Hdr is 20 bytes of plain integers.
+    hdr.check = csum::ipv4_header(&unsafe { core::mem::transmute::<Ipv4Hdr, [u16; 10]>(hdr) });
+    // SAFETY: bounds checked above.
+    unsafe {
+        *eth = EthHdr { dst: eth_in.src, src: eth_in.dst, proto: ETH_P_IP.to_be() };
+        *ip = hdr;
+        *icmp = IcmpHdr { kind: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, check: 0, unused: 0, mtu: mtu.to_be() };
+    }
+    let Some(sum) = icmp::sum::<{ ICMP_HLEN + MAX_QUOTE }>(&frame, ETH_HLEN + IPV4_HLEN, ICMP_HLEN + quote_len) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked above.
+    unsafe { (*icmp).check = !csum::fold(sum) };
+    verdict(counter::ICMP_FRAG_NEEDED_SENT, XDP_TX)
+}
