@@ -51,10 +51,11 @@ fuzz_target!(|frame: &[u8]| {
             assert!(ihl >= 20 && tot >= ihl && tot <= ip.len());
             assert_eq!(sum(&ip[..ihl]), 0xffff, "the IPv4 checksum holds");
             assert_eq!(
-                u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff,
+                u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff,
                 0,
-                "not a fragment"
+                "no fragment past the first"
             );
+            assert_eq!(flow.first_fragment, ip[6] & 0x20 != 0);
             assert_eq!(flow.l4_off, 14 + ihl);
             assert_eq!(usize::from(flow.ip_len), tot);
             let l4 = &ip[ihl..tot];
@@ -66,7 +67,7 @@ fuzz_target!(|frame: &[u8]| {
                 }
                 IPPROTO_UDP => {
                     let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-                    assert!(ulen >= 8 && ulen <= l4.len());
+                    assert!(ulen >= 8 && (flow.first_fragment || ulen <= l4.len()));
                     assert_eq!(flow.tcp_flags, 0);
                 }
                 other => panic!("accepted protocol {other}"),

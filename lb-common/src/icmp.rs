@@ -89,34 +89,8 @@ pub enum NotAnError {
     NoPorts,
 }
 
-/// The IPv4 header of a packet that [`crate::net::parse`] has checked and
-/// found to be ICMP, read again (in the program the director tail-calls)
-/// without walking its options and checksum a second time: the verifier
-/// would walk every outcome of those loops through the rest of the program.
-#[inline(always)]
-pub fn outer(pkt: &impl Packet) -> Option<Flow> {
-    let ip: *const Ipv4Hdr = ptr_at(pkt, ETH_HLEN)?;
-    // SAFETY: ptr_at checked the bounds.
-    let ip = unsafe { *ip };
-    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
-    let ip_len = u16::from_be(ip.tot_len);
-    if ihl < IPV4_HLEN || usize::from(ip_len) < ihl {
-        return None;
-    }
-    Some(Flow {
-        family: crate::AF_INET,
-        proto: ip.proto,
-        saddr: [ip.saddr, 0, 0, 0],
-        daddr: [ip.daddr, 0, 0, 0],
-        ttl: ip.ttl,
-        l4_off: ETH_HLEN + ihl,
-        ip_len,
-        ..Flow::default()
-    })
-}
-
-/// Reads the ICMP message that `outer` (from [`outer`] or
-/// [`crate::net::parse_ipv4`], protocol ICMP) carries. Only the quote's IP version, IHL, protocol,
+/// Reads the ICMP message that `outer` (from [`crate::net::reread_ipv4`]
+/// or [`crate::net::parse_ipv4`], protocol ICMP) carries. Only the quote's IP version, IHL, protocol,
 /// fragment offset and ports are read: the quote is whatever the sender
 /// saw, and the connection lookup decides whether it means anything.
 #[inline(always)]
@@ -140,7 +114,7 @@ pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnEr
     if quote.version_ihl >> 4 != 4 || quote_ihl < IPV4_HLEN || ICMP_HLEN + quote_ihl + 8 > icmp_len {
         return Err(NotAnError::BadQuote);
     }
-    if u16::from_be(quote.frag_off) & 0x1fff != 0 || !matches!(quote.proto, IPPROTO_TCP | IPPROTO_UDP) {
+    if u16::from_be(quote.frag_off) & crate::net::IP_OFFSET != 0 || !matches!(quote.proto, IPPROTO_TCP | IPPROTO_UDP) {
         return Err(NotAnError::NoPorts);
     }
     let quote_l4_off = quote_off + quote_ihl;
@@ -259,7 +233,7 @@ mod tests {
         let aligned = Aligned::new(frame);
         let pkt = aligned.bytes();
         assert_eq!(parse(&pkt), Err(ParseError::Icmp));
-        let outer = outer(&pkt).unwrap();
+        let outer = crate::net::reread_ipv4(&pkt).unwrap();
         assert_eq!(Some(outer), parse_ipv4(&pkt).ok(), "the same as a full parse");
         parse_error(&pkt, &outer)
     }

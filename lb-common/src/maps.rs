@@ -38,6 +38,12 @@ pub const MAP_TEMPLATES: &str = "TEMPLATES";
 pub const MAX_MAGLEV_SERVICES: u32 = 256;
 /// Entries of the lblc/lblcr caches and of the persistence templates.
 pub const DEFAULT_CACHE_SIZE: u32 = 1 << 16;
+pub const MAP_FRAGS: &str = "FRAGS";
+/// Datagrams whose later fragments the director can follow at once.
+pub const FRAG_TABLE_SIZE: u32 = 1 << 14;
+/// How long the later fragments of a datagram follow its first: the
+/// kernel's reassembly timeout (`ipfrag_time`, 30 s).
+pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const MAP_SCHEDULERS: &str = "SCHEDULERS";
 pub const MAP_DIRECTOR_CTL: &str = "DIRECTOR_CTL";
 pub const MAP_SYNC_EVENTS: &str = "SYNC_EVENTS";
@@ -71,6 +77,10 @@ pub const SCHED_CONNECT: u32 = 15;
 /// `SCHEDULERS[SLOT_ICMP]`, tail-called by the director for ICMP.
 pub const PROG_ICMP: &str = "xlvs_icmp";
 pub const SLOT_ICMP: u32 = 14;
+/// The program that sends fragments past the first after it (`FRAGS`):
+/// `SCHEDULERS[SLOT_FRAGMENT]`, tail-called by the director.
+pub const PROG_FRAGMENT: &str = "xlvs_fragment";
+pub const SLOT_FRAGMENT: u32 = 13;
 pub const SCHEDULERS_SLOTS: u32 = 16;
 pub const PROG_DECAP: &str = "xlvs_decap";
 
@@ -302,6 +312,45 @@ pub struct Template {
     pub _pad: u32,
 }
 
+/// Key of `FRAGS`: what the fragments of one datagram share (RFC 791).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Network order.
+    pub saddr: [u32; 4],
+    /// Network order.
+    pub daddr: [u32; 4],
+    /// The identification, network order (32 bits, for IPv6's).
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FragKey {
+    /// The datagram `flow` is a fragment of.
+    #[must_use]
+    pub const fn of(flow: &crate::net::Flow) -> Self {
+        Self {
+            saddr: flow.saddr,
+            daddr: flow.daddr,
+            id: flow.ip_id as u32,
+            proto: flow.proto,
+            family: flow.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Value of `FRAGS`: the connection a datagram's first fragment went by,
+/// which its later fragments, without ports, follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub conn: ConnKey,
+    pub first_seen_ns: u64,
+}
+
 /// Key of `CONNS`: a packet's 5-tuple as it arrives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -390,7 +439,9 @@ pub mod counter {
     pub const PASS_NOT_IP: u32 = 0;
     /// IPv4 but not TCP/UDP for a VIP:port: handed to the kernel.
     pub const PASS_NOT_VIP: u32 = 1;
-    /// A fragment: handed to the kernel untouched.
+    /// A fragment past the first whose first fragment did not go through
+    /// the director (or went over `FRAG_TIMEOUT_NS` ago): handed to the
+    /// kernel untouched.
     pub const PASS_FRAGMENT: u32 = 2;
     /// A TCP segment for a VIP with no connection that is not a SYN.
     pub const PASS_NOT_SYN: u32 = 3;
@@ -453,7 +504,9 @@ pub mod counter {
     /// Tunnelling: a packet without DF too big once encapsulated. IPVS
     /// would fragment it; XDP cannot.
     pub const DROP_TOO_BIG: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// A fragment past the first sent after it, by its connection.
+    pub const FRAG_RELAYED: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -484,6 +537,7 @@ pub mod counter {
         "drop_icmp_checksum",
         "icmp_frag_needed_sent",
         "drop_too_big",
+        "frag_relayed",
     ];
 }
 
@@ -510,10 +564,14 @@ const _: () = {
     assert!(core::mem::size_of::<Template>() == 16);
     assert!(core::mem::size_of::<ConnKey>() == 40);
     assert!(core::mem::size_of::<Conn>() == 56);
+    assert!(core::mem::size_of::<FragKey>() == 40);
+    assert!(core::mem::size_of::<FragEntry>() == 48);
     assert!(core::mem::size_of::<Stats>() == 40);
     assert!(core::mem::size_of::<VipKey>() == 20);
     assert!(core::mem::size_of::<SchedState>() == 16);
     assert!(core::mem::size_of::<Conn>() == 56);
+    assert!(core::mem::size_of::<FragKey>() == 40);
+    assert!(core::mem::size_of::<FragEntry>() == 48);
     assert!(core::mem::size_of::<SyncEvent>() == 96);
 };
 
@@ -534,6 +592,8 @@ mod pod {
     unsafe impl aya::Pod for LblcEntry {}
     unsafe impl aya::Pod for Template {}
     unsafe impl aya::Pod for ConnKey {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragEntry {}
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for VipKey {}

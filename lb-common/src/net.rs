@@ -111,6 +111,13 @@ pub struct Flow {
     /// The IPv4 total length: what IPVS counts as the packet's bytes (the
     /// frame may carry Ethernet padding beyond it).
     pub ip_len: u16,
+    /// The IPv4 identification, network order: with the addresses and the
+    /// protocol, what the fragments of one datagram share.
+    pub ip_id: u16,
+    /// The first fragment of a datagram (more-fragments set, offset 0): it
+    /// carries the ports, and the later fragments follow it
+    /// (`maps::FragKey`).
+    pub first_fragment: bool,
 }
 
 /// Why a frame is not a [`Flow`].
@@ -126,12 +133,17 @@ pub struct Flow {
 /// | total length > the bytes after the Ethernet header           | `Truncated`   |
 /// | header checksum wrong (over the IHL, options included)       | `BadChecksum` |
 /// | options that do not parse as `ip_options_compile` walks them | `BadOptions`  |
-/// | more-fragments or a fragment offset                          | `Fragment`    |
+/// | a fragment offset: a fragment past the first, without ports  | `Fragment`    |
 /// | ICMP (see `icmp::parse_error` for the rest)                  | `Icmp`        |
 /// | neither TCP nor UDP                                          | `NotTcpUdp`   |
 /// | total length too short for the TCP (20) / UDP (8) header     | `BadHeader`   |
 /// | TCP data offset < 5 or past the total length                 | `BadHeader`   |
-/// | UDP length < 8 or past the total length                      | `BadHeader`   |
+/// | UDP length < 8 or past the total length (in a first fragment, | `BadHeader`   |
+/// | which carries only part of the datagram, < 8 alone)          |               |
+///
+/// A first fragment (more-fragments set, offset 0) is a flow like any
+/// other packet (`Flow::first_fragment`): it holds the ports, and its TCP
+/// header must be whole in it.
 ///
 /// A total length shorter than the frame is fine: the rest is Ethernet
 /// padding (a 60-byte minimum frame), left as it is. Well-formed options
@@ -150,7 +162,7 @@ pub enum ParseError {
     NotTcpUdp,
     /// ICMP: an error may be about a connection (`icmp::parse_error`).
     Icmp,
-    /// A fragment: no ports to key on.
+    /// A fragment past the first: no ports to key on.
     Fragment,
     /// A header runs past the end of the frame.
     Truncated,
@@ -271,21 +283,48 @@ pub fn parse_ipv4(pkt: &impl Packet) -> Result<Flow, ParseError> {
     if ihl > IPV4_HLEN && !ipv4_options_ok(pkt, ihl - IPV4_HLEN)? {
         return Err(ParseError::BadOptions);
     }
-    // More-fragments set, or a non-zero offset.
-    if u16::from_be(ip.frag_off) & 0x3fff != 0 {
+    let frag_off = u16::from_be(ip.frag_off);
+    if frag_off & IP_OFFSET != 0 {
         return Err(ParseError::Fragment);
     }
-    let l4_off = ETH_HLEN + ihl;
-    Ok(Flow {
+    Ok(ipv4_flow(&ip, ihl, frag_off))
+}
+
+/// More-fragments, and the fragment offset, in `Ipv4Hdr::frag_off`.
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET: u16 = 0x1fff;
+
+#[inline(always)]
+fn ipv4_flow(ip: &Ipv4Hdr, ihl: usize, frag_off: u16) -> Flow {
+    Flow {
         ip_len: u16::from_be(ip.tot_len),
         family: AF_INET,
         proto: ip.proto,
         saddr: [ip.saddr, 0, 0, 0],
         daddr: [ip.daddr, 0, 0, 0],
         ttl: ip.ttl,
-        l4_off,
+        l4_off: ETH_HLEN + ihl,
+        ip_id: ip.id,
+        first_fragment: frag_off & (IP_MF | IP_OFFSET) == IP_MF,
         ..Flow::default()
-    })
+    }
+}
+
+/// The IPv4 header of a packet that [`parse`] has already checked, read
+/// again by a program the director tail-calls (ICMP, later fragments)
+/// without walking its options and checksum a second time: the verifier
+/// would follow every outcome of those loops through the rest of the
+/// program. No ports are read.
+#[inline(always)]
+pub fn reread_ipv4(pkt: &impl Packet) -> Option<Flow> {
+    let ip: *const Ipv4Hdr = ptr_at(pkt, ETH_HLEN)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { *ip };
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    if ihl < IPV4_HLEN || usize::from(u16::from_be(ip.tot_len)) < ihl {
+        return None;
+    }
+    Some(ipv4_flow(&ip, ihl, u16::from_be(ip.frag_off)))
 }
 
 /// Parses Ethernet, IPv4 and the TCP/UDP ports; see [`ParseError`] for
@@ -324,7 +363,7 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             // The UDP length may be shorter than the IP payload (the kernel
             // trims the rest), never shorter than its header or longer.
             let ulen = usize::from(u16::from_be(udp.len));
-            if ulen < size_of::<UdpHdr>() || ihl + ulen > tot_len {
+            if ulen < size_of::<UdpHdr>() || (!flow.first_fragment && ihl + ulen > tot_len) {
                 return Err(ParseError::BadHeader);
             }
             flow.sport = udp.sport;
@@ -514,8 +553,12 @@ mod tests {
         assert_eq!(parse_bytes(&nops), Err(ParseError::BadHeader), "IHL 6 over NOPs");
         // IHL 15 (60 bytes) > total length 40.
         assert_eq!(parse_bytes(&patched(&syn, 14, &[0x4f])), Err(ParseError::BadHeader), "IHL 15");
-        assert_eq!(parse_bytes(&patched(&syn, 20, &[0x20])), Err(ParseError::Fragment), "MF");
         assert_eq!(parse_bytes(&patched(&syn, 20, &[0x00, 0x01])), Err(ParseError::Fragment), "offset");
+        assert_eq!(parse_bytes(&patched(&syn, 20, &[0x20, 0x01])), Err(ParseError::Fragment), "MF and offset");
+        let first = parse_bytes(&patched(&syn, 20, &[0x20, 0x00])).expect("a first fragment is a flow");
+        assert!(first.first_fragment);
+        assert_eq!(u16::from_be(first.ip_id), 0);
+        assert!(!parse_bytes(&syn).unwrap().first_fragment);
         assert_eq!(parse_bytes(&patched(&syn, 23, &[1])), Err(ParseError::Icmp), "ICMP");
         assert_eq!(parse_bytes(&patched(&syn, 23, &[47])), Err(ParseError::NotTcpUdp), "GRE");
         assert_eq!(parse_bytes(&patched(&syn, 46, &[4 << 4])), Err(ParseError::BadHeader), "doff 4");

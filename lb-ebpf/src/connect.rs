@@ -25,7 +25,7 @@ use lb_common::{
 use crate::{
     accounting,
     director::{client_direction, count_for_sync},
-    forward,
+    forward, fragment,
     maps::{CONNS, PENDING, REAL_STATS, REALS, SERVICE_REALS, TEMPLATES, verdict},
 };
 
@@ -61,6 +61,9 @@ pub fn xlvs_connect(ctx: XdpContext) -> u32 {
     let mut flow = p.flow;
     flow.l4_off &= L4_OFF_MASK;
     record(&ctx, &flow, &p.key, &p.service, real_id, real, p.now, p.sync != 0);
+    if flow.first_fragment {
+        fragment::remember(&flow, &p.key, p.now);
+    }
     forward::to_real(&ctx, &flow, real_id, real)
 }
 

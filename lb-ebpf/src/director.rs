@@ -11,14 +11,14 @@ use aya_ebpf::{
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
     CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, RangeData, Service, ServiceKey, Stats,
-    SLOT_ICMP, SyncEvent, counter, sync_due,
+    SLOT_FRAGMENT, SLOT_ICMP, SyncEvent, counter, sync_due,
     net::{ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
     range_prefix_len,
     tcp_state::Direction,
 };
 
 use crate::{
-    accounting, forward,
+    accounting, forward, fragment,
     maps::{CONNS, DIRECTOR_CTL, Frame, REAL_STATS, REALS, SCHEDULERS, SERVICE_RANGES, SERVICES, SYNC_EVENTS, verdict},
     schedule,
 };
@@ -43,7 +43,11 @@ fn run(ctx: &XdpContext) -> u32 {
             let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_ICMP) };
             return verdict(counter::PASS_ICMP, XDP_PASS);
         }
-        Err(ParseError::Fragment) => return verdict(counter::PASS_FRAGMENT, XDP_PASS),
+        Err(ParseError::Fragment) => {
+            // SAFETY: a tail call; on success it does not return.
+            let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_FRAGMENT) };
+            return verdict(counter::PASS_FRAGMENT, XDP_PASS);
+        }
         Err(ParseError::Truncated) => return verdict(counter::DROP_TRUNCATED, XDP_DROP),
         Err(ParseError::BadHeader) => return verdict(counter::DROP_BAD_HEADER, XDP_DROP),
         Err(ParseError::BadChecksum) => return verdict(counter::DROP_BAD_IP_CHECKSUM, XDP_DROP),
@@ -74,6 +78,9 @@ fn run(ctx: &XdpContext) -> u32 {
         // SAFETY: a plain helper call.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         conn.last_seen_ns = now;
+        if flow.first_fragment {
+            fragment::remember(&flow, &key, now);
+        }
         if conn.flags & CONN_F_REPLY != 0 {
             return forward::nat_reply(ctx, &flow, conn, now);
         }

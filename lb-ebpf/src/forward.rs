@@ -16,7 +16,7 @@ use crate::{
     accounting,
     director::account,
     icmp,
-    maps::{CONNS, Frame, verdict},
+    maps::{CONNS, Frame, REALS, verdict},
 };
 
 const IP_DF: u16 = 0x4000;
@@ -52,6 +52,25 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 
         FWD_TUN => tunnel(ctx, flow, real),
         _ => verdict(counter::DROP_STALE_REAL, XDP_DROP),
     }
+}
+
+/// Sends a packet that belongs to a connection without being one of its
+/// segments (an ICMP error about it, a later fragment) to the connection's
+/// real, by its method; for NAT, `nat_rewrite` puts the real in place of
+/// the VIP.
+#[inline(always)]
+pub fn to_conn_real(ctx: &XdpContext, flow: &Flow, conn: &Conn, nat_rewrite: impl Fn(&Real, Ttl) -> Option<()>) -> u32 {
+    let Some(real) = REALS.get(conn.real) else {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    };
+    if real.service != conn.service {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    }
+    if real.forward != FWD_NAT || real.flags & REAL_F_LOCAL != 0 {
+        return to_real(ctx, flow, conn.real, real);
+    }
+    account(conn.real, u64::from(flow.ip_len), true);
+    nat_in(ctx, flow.ttl, real, |ttl| nat_rewrite(real, ttl))
 }
 
 /// Direct routing (`ip_vs_dr_xmit`): only the MAC addresses change; the real

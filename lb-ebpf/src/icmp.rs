@@ -13,15 +13,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    CONN_F_REPLY, Conn, FWD_NAT, IPPROTO_ICMP, REAL_F_LOCAL, counter, csum,
+    CONN_F_REPLY, Conn, IPPROTO_ICMP, counter, csum,
     icmp::{self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IcmpError, IcmpHdr},
-    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, ptr_at},
+    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, ptr_at, reread_ipv4},
 };
 
 use crate::{
     director::account,
     forward::{self, Endpoint, Ttl},
-    maps::{CONNS, Frame, Opaque, REALS, verdict},
+    maps::{CONNS, Frame, Opaque, verdict},
 };
 
 #[xdp]
@@ -33,7 +33,7 @@ pub fn xlvs_icmp(ctx: XdpContext) -> u32 {
 fn relay(ctx: &XdpContext) -> u32 {
     let frame = Opaque(ctx);
     // The director has checked the IPv4 header; this is to find it again.
-    let Some(outer) = icmp::outer(&frame) else {
+    let Some(outer) = reread_ipv4(&frame) else {
         return verdict(counter::PASS_ICMP, XDP_PASS);
     };
     let Ok(error) = icmp::parse_error(&frame, &outer) else {
@@ -71,17 +71,7 @@ fn relay(ctx: &XdpContext) -> u32 {
 /// packets.
 #[inline(always)]
 fn to_real(ctx: &XdpContext, outer: &Flow, error: &IcmpError, conn: &Conn) -> u32 {
-    let Some(real) = REALS.get(conn.real) else {
-        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
-    };
-    if real.service != conn.service {
-        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
-    }
-    if real.forward != FWD_NAT || real.flags & REAL_F_LOCAL != 0 {
-        return forward::to_real(ctx, outer, conn.real, real);
-    }
-    account(conn.real, u64::from(outer.ip_len), true);
-    forward::nat_in(ctx, outer.ttl, real, |ttl| {
+    forward::to_conn_real(ctx, outer, conn, |real, ttl| {
         rewrite(ctx, error, Endpoint::Destination, real.addr[0], real.port, ttl)
     })
 }

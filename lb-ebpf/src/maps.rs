@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
+    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, FRAG_TABLE_SIZE, FragEntry, FragKey, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
     MAX_MAGLEV_SERVICES, MAX_REALS, MAX_SERVICES, MaglevTable, RangeData, Real, RealConns,
     SchedState, Service, ServiceKey, ServiceReals, Stats, Template, VipKey, counter,
     net::{Flow, Packet}, sched::LblcrEntry,
@@ -47,6 +47,10 @@ pub static LBLC: LruHashMap<AddrKey, LblcEntry> = LruHashMap::with_max_entries(D
 /// lblcr's destination sets.
 #[map]
 pub static LBLCR: LruHashMap<AddrKey, LblcrEntry> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);
+/// The datagrams whose first fragment went by a connection: their later
+/// fragments follow it (`fragment.rs`).
+#[map]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAG_TABLE_SIZE, 0);
 /// Persistence templates: a client network's real.
 #[map]
 pub static TEMPLATES: LruHashMap<AddrKey, Template> = LruHashMap::with_max_entries(DEFAULT_CACHE_SIZE, 0);

@@ -167,6 +167,17 @@ fn tally(ns: &Netns, n: usize, one: impl Fn() -> Result<String> + Send + Sync) -
     })
 }
 
+/// One UDP query of `size` bytes from `ns` to `addr`, which the sender's
+/// kernel fragments when it exceeds the path MTU; returns the trimmed reply.
+/// A reply means one real got every fragment and reassembled them.
+pub fn udp_query_sized(ns: &Netns, addr_s: &str, size: usize) -> Result<String> {
+    let a = addr(addr_s)?;
+    ns.run_in(|| -> Result<String> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        query_with(&s, a, &vec![b'q'; size])
+    })?
+}
+
 /// One UDP query from `ns` to `addr`; returns the trimmed reply (the real's
 /// name).
 pub fn udp_query(ns: &Netns, addr_s: &str) -> Result<String> {
@@ -178,8 +189,12 @@ pub fn udp_query(ns: &Netns, addr_s: &str) -> Result<String> {
 }
 
 fn query_on(s: &UdpSocket, a: SocketAddr) -> Result<String> {
+    query_with(s, a, b"who are you?\n")
+}
+
+fn query_with(s: &UdpSocket, a: SocketAddr, query: &[u8]) -> Result<String> {
     s.set_read_timeout(Some(TIMEOUT))?;
-    s.send_to(b"who are you?\n", a)
+    s.send_to(query, a)
         .with_context(|| format!("send to {a}"))?;
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + TIMEOUT;

@@ -315,6 +315,27 @@ fn tun_path_mtu_discovery() {
     check_no_drops(&json);
 }
 
+/// Fragments: a 4000-byte datagram leaves the client in three fragments;
+/// the director sends the later two after the first, to the same real,
+/// which reassembles the datagram and answers. Ten such queries go round
+/// the reals as whole datagrams do.
+#[test]
+fn nat_udp_fragmented_datagrams_reach_one_real_whole() {
+    let lab = lab(xlvs::demo_config);
+    let addr = xlvs::nat_udp_addr();
+    let mut answered = BTreeMap::new();
+    for i in 0..9 {
+        let name = traffic::udp_query_sized(lab.topo.client(), &addr, 4000)
+            .unwrap_or_else(|e| panic!("fragmented query {i} to {addr}: {e:#}"));
+        *answered.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(answered, even(3), "9 fragmented queries, round robin");
+    let json = lab.xlvs.list_json().expect("list --json");
+    let relayed = json.counters.get("frag_relayed").copied().unwrap_or(0);
+    assert_eq!(relayed, 18, "two later fragments per query: {:?}", json.counters);
+    check_no_drops(&json);
+}
+
 #[test]
 fn nat_udp_rr() {
     let lab = lab(xlvs::demo_config);

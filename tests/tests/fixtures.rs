@@ -797,26 +797,6 @@ fn tcp_without_connection_and_without_a_plain_syn_passes() {
     assert_eq!(lb.conn_count(), 0, "no connection recorded");
 }
 
-/// Fragments (first, with MF; later, with an offset) pass untouched.
-#[test]
-fn fragments_pass_untouched() {
-    let mut lb = Lb::new();
-    nat_http(&mut lb);
-    let first = Pkt::tcp(40000, HTTP, SYN).with(|p| {
-        p.df = false;
-        p.mf = true;
-    });
-    let later = first.clone().with(|p| {
-        p.mf = false;
-        p.frag_off = 3;
-    });
-    for (what, pkt) in [("first fragment", first), ("later fragment", later)] {
-        let frame = pkt.frame();
-        lb.expect(what, &frame, XDP_PASS, &frame);
-    }
-    lb.assert_counters(&[(counter::PASS_FRAGMENT, 2)], "fragments");
-}
-
 // ---------------------------------------------------------------- malformed
 
 /// Frames too short for the headers they announce are dropped as truncated.

@@ -17,7 +17,9 @@
 //! | IPv4 header checksum wrong                              | DROP    | `drop_bad_ip_checksum` |
 //! | IP options malformed (length < 2, past the header)      | DROP    | `drop_bad_ip_options`  |
 //! | IP options well-formed (IHL 6..15)                      | parsed past, forwarded unchanged |
-//! | fragment                                                | PASS    | `pass_fragment`        |
+//! | first fragment (more-fragments, offset 0)               | as any packet; its datagram is remembered |
+//! | later fragment of a remembered datagram, its connection tracked | forwarded after its first | `frag_relayed` |
+//! | later fragment otherwise                                | PASS    | `pass_fragment`        |
 //! | ICMP echo (errors: `tests/tests/icmp.rs`)               | PASS    | `pass_icmp`            |
 //! | total length short of the TCP/UDP header                | DROP    | `drop_bad_header`      |
 //! | TCP data offset < 5 or past the packet                  | DROP    | `drop_bad_header`      |
@@ -46,7 +48,7 @@ mod support;
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use etherparse::{EtherType, Ipv4Header};
@@ -92,6 +94,26 @@ fn ones_sum(bytes: &[u8], initial: u32) -> u16 {
 
 /// Recomputes the IPv4 header checksum of an Ethernet frame in place (over
 /// the IHL, as far as the frame goes).
+/// An IPv4 frame (20-byte header) as two fragments, cut past its L4
+/// header at a multiple of 8; the frame unchanged when it is too short.
+fn split_in_two(frame: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let l4 = ETH + 20;
+    let tot = usize::from(be16(&frame[ETH + 2..]));
+    let header = if frame[ETH + 9] == IPPROTO_TCP { 24 } else { 8 };
+    if frame[ETH] != 0x45 || ETH + tot > frame.len() || tot <= 20 + header {
+        return (frame.to_vec(), None);
+    }
+    let piece = |from: usize, to: usize, flags: u16| {
+        let mut f = frame[..l4].to_vec();
+        f.extend_from_slice(&frame[l4 + from..l4 + to]);
+        f[ETH + 2..ETH + 4].copy_from_slice(&((20 + to - from) as u16).to_be_bytes());
+        f[ETH + 6..ETH + 8].copy_from_slice(&(flags | (from / 8) as u16).to_be_bytes());
+        fix_ip_checksum(&mut f);
+        f
+    };
+    (piece(0, header, 0x2000), Some(piece(header, tot - 20, 0)))
+}
+
 fn fix_ip_checksum(frame: &mut [u8]) {
     if frame.len() < ETH + 20 {
         return;
@@ -1000,6 +1022,10 @@ struct Parsed {
     dport: u16,
     flags: u8,
     ttl: u8,
+    /// More-fragments set, offset 0: a flow like any other packet, that its
+    /// datagram's later fragments follow.
+    first_fragment: bool,
+    id: u16,
 }
 
 impl Parsed {
@@ -1009,6 +1035,8 @@ impl Parsed {
 }
 
 type Tuple = ([u8; 4], [u8; 4], u16, u16, u8);
+/// What a datagram's fragments share: source, destination, IP id, protocol.
+type FragTuple = ([u8; 4], [u8; 4], u16, u8);
 
 fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
@@ -1063,9 +1091,12 @@ fn model_parse(f: &[u8]) -> Result<Parsed, u32> {
     if !options_ok(&ip[20..ihl]) {
         return Err(counter::DROP_BAD_IP_OPTIONS);
     }
-    if be16(&ip[6..]) & 0x3fff != 0 {
+    // A fragment past the first: `Fuzz::expect_later_fragment` decides.
+    let frag = be16(&ip[6..]);
+    if frag & 0x1fff != 0 {
         return Err(counter::PASS_FRAGMENT);
     }
+    let first_fragment = frag & 0x2000 != 0;
     let l4 = &ip[ihl..tot];
     let mut p = Parsed {
         ihl,
@@ -1077,6 +1108,8 @@ fn model_parse(f: &[u8]) -> Result<Parsed, u32> {
         dport: 0,
         flags: 0,
         ttl: ip[8],
+        first_fragment,
+        id: be16(&ip[4..]),
     };
     match p.proto {
         IPPROTO_TCP => {
@@ -1089,7 +1122,11 @@ fn model_parse(f: &[u8]) -> Result<Parsed, u32> {
             p.flags = l4[13];
         }
         IPPROTO_UDP => {
-            if l4.len() < 8 || be16(&l4[4..]) < 8 || usize::from(be16(&l4[4..])) > l4.len() {
+            // A first fragment holds only part of the datagram.
+            if l4.len() < 8
+                || be16(&l4[4..]) < 8
+                || (!first_fragment && usize::from(be16(&l4[4..])) > l4.len())
+            {
                 return Err(counter::DROP_BAD_HEADER);
             }
         }
@@ -1105,7 +1142,7 @@ fn model_parse(f: &[u8]) -> Result<Parsed, u32> {
     let payload = sliced.payload().payload;
     if p.proto == IPPROTO_TCP {
         etherparse::TcpSlice::from_slice(payload).expect("etherparse takes the TCP header");
-    } else {
+    } else if !first_fragment {
         etherparse::UdpSlice::from_slice(payload).expect("etherparse takes the UDP header");
     }
     Ok(p)
@@ -1155,6 +1192,10 @@ enum Expect {
     Client(u32),
     /// A tracked NAT reply.
     Reply,
+    /// A fragment past the first, following its first's connection: a
+    /// client's to this real, or (`None`) a NAT reply. Not `sure` when its
+    /// first came about `FRAG_TIMEOUT_NS` ago, and may have expired.
+    Later { real: Option<u32>, sure: bool },
 }
 
 const L4_CHECK_TCP: usize = 16;
@@ -1178,12 +1219,17 @@ fn l4_checksum_ok(ip: &[u8], p: &Parsed) -> Option<bool> {
 struct Fuzz {
     lb: Lb,
     rng: Rng,
+    /// The later fragment of the last frame, sent next.
+    later_fragment: Option<Vec<u8>>,
     seed: u64,
     reals: HashMap<u32, FuzzReal>,
     /// (VIP, port, proto) -> real ids (the services).
     services: HashMap<([u8; 4], u16, u8), Vec<u32>>,
     clients: HashMap<Tuple, Tracked>,
     replies: HashMap<Tuple, ReplyTrack>,
+    /// Datagrams whose first fragment went by a connection (source,
+    /// destination, id, protocol): its tuple, and when.
+    frags: HashMap<FragTuple, (Tuple, Instant)>,
     counters: Vec<u64>,
     /// Tallies for the identities at the end.
     sent: u64,
@@ -1268,11 +1314,13 @@ impl Fuzz {
         Self {
             lb,
             rng: Rng(seed | 1),
+            later_fragment: None,
             seed,
             reals,
             services,
             clients: HashMap::new(),
             replies: HashMap::new(),
+            frags: HashMap::new(),
             counters,
             sent: 0,
             refused: 0,
@@ -1373,6 +1421,9 @@ impl Fuzz {
 
     /// A frame to send: a base packet, mutated or not, or random bytes.
     fn frame(&mut self) -> Vec<u8> {
+        if let Some(later) = self.later_fragment.take() {
+            return later;
+        }
         let kind = self.rng.below(100);
         if kind < 8 {
             // Random bytes, some behind an IPv4 EtherType.
@@ -1389,7 +1440,14 @@ impl Fuzz {
         let mut f = self.base();
         let r = &mut self.rng;
         match kind {
-            8..=24 => {}
+            8..=20 => {}
+            21..=24 => {
+                // In two fragments: the first (with the L4 header) now,
+                // the later one next.
+                let (first, later) = split_in_two(&f);
+                f = first;
+                self.later_fragment = later;
+            }
             25..=39 => {
                 // Bit flips anywhere.
                 for _ in 0..1 + r.below(4) {
@@ -1450,6 +1508,30 @@ impl Fuzz {
             }
         }
         f
+    }
+
+    /// The model's verdict for a fragment past the first (whose headers the
+    /// parser checked): it follows its first fragment's connection, while
+    /// that is tracked and the first came under `FRAG_TIMEOUT_NS` ago.
+    fn expect_later_fragment(&self, input: &[u8]) -> Expect {
+        let ip = &input[ETH..];
+        let key = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap(), be16(&ip[4..]), ip[9]);
+        let Some((tuple, when)) = self.frags.get(&key) else {
+            return Expect::Reason(counter::PASS_FRAGMENT);
+        };
+        let age = when.elapsed();
+        let timeout = Duration::from_nanos(lb_common::FRAG_TIMEOUT_NS);
+        if age > timeout + Duration::from_secs(1) {
+            return Expect::Reason(counter::PASS_FRAGMENT);
+        }
+        let sure = age + Duration::from_secs(1) < timeout;
+        if self.replies.contains_key(tuple) {
+            return Expect::Later { real: None, sure };
+        }
+        match self.clients.get(tuple) {
+            Some(t) => Expect::Later { real: Some(t.real), sure },
+            None => Expect::Reason(counter::PASS_FRAGMENT),
+        }
     }
 
     /// The model's verdict for a parsed packet.
@@ -1515,9 +1597,19 @@ impl Fuzz {
             return;
         }
         let expect = match &parsed {
+            Err(reason) if *reason == counter::PASS_FRAGMENT => self.expect_later_fragment(input),
             Err(reason) => Expect::Reason(*reason),
             Ok(p) => self.expect(p),
         };
+        // Whether the director remembers this first fragment's datagram: it
+        // does for a tracked tuple whose flags it does not drop, and for a
+        // new connection.
+        let remembered = parsed.as_ref().is_ok_and(|p| {
+            let tracked = self.clients.contains_key(&p.tuple()) || self.replies.contains_key(&p.tuple());
+            p.first_fragment
+                && (expect == Expect::New
+                    || (tracked && !(p.proto == IPPROTO_TCP && impossible(p.flags))))
+        });
         let (action, out) = self
             .lb
             .try_run(input)
@@ -1530,6 +1622,17 @@ impl Fuzz {
         let now = self.lb.counters();
         let delta: Vec<u64> = now.iter().zip(&self.counters).map(|(a, b)| a - b).collect();
         self.counters = now;
+        if remembered {
+            let p = parsed.as_ref().unwrap();
+            self.frags.insert((p.src, p.dst, p.id, p.proto), (p.tuple(), Instant::now()));
+        }
+        // A later fragment whose first may have expired: as the director saw it.
+        let expect = match expect {
+            Expect::Later { sure: false, .. } if delta[counter::FRAG_RELAYED as usize] == 0 => {
+                Expect::Reason(counter::PASS_FRAGMENT)
+            }
+            other => other,
+        };
 
         // A new connection: learn its real from the table.
         let mut expect = expect;
@@ -1615,12 +1718,37 @@ impl Fuzz {
                 self.check_reply(i, input, p, action, &out);
                 None
             }
+            Expect::Later { real, .. } => {
+                let ip = &input[ETH..];
+                let (tot, ttl) = (u64::from(be16(&ip[2..])), ip[8]);
+                let nat = real.is_none_or(|real| self.reals[&real].forward == FWD_NAT);
+                match real {
+                    Some(_) => {
+                        self.inpkts += 1;
+                        self.inbytes += tot;
+                    }
+                    None if ttl > 1 => self.outpkts += 1,
+                    None => {}
+                }
+                if nat && ttl <= 1 {
+                    Some(counter::PASS_TTL)
+                } else {
+                    let ihl = usize::from(out.get(ETH).copied().unwrap_or(0) & 0x0f) * 4;
+                    if !forwarded || out.len() < ETH + ihl || ones_sum(&out[ETH..ETH + ihl], 0) != 0xffff {
+                        self.fail(i, "expected a later fragment forwarded, its IPv4 checksum right", input, Some((action, &out)));
+                    }
+                    if delta[counter::FRAG_RELAYED as usize] != 1 {
+                        self.fail(i, "a later fragment forwarded, not counted frag_relayed", input, Some((action, &out)));
+                    }
+                    None
+                }
+            }
             Expect::New => unreachable!(),
         };
         let moved: Vec<usize> = delta
             .iter()
             .enumerate()
-            .filter(|&(c, &d)| d != 0 && c != counter::CONN_NEW as usize)
+            .filter(|&(c, &d)| d != 0 && c != counter::CONN_NEW as usize && c != counter::FRAG_RELAYED as usize)
             .map(|(c, _)| c)
             .collect();
         match reason {
@@ -2125,6 +2253,10 @@ fn fuzz_random_and_mutated_packets_through_the_director() {
         "{what}: enough forwarded"
     );
     assert!(f.outpkts > 100, "{what}: enough NAT replies");
+    assert!(
+        c[counter::FRAG_RELAYED as usize] > 100,
+        "{what}: enough later fragments sent after their first"
+    );
 }
 
 /// The identity the fuzz test checks, on a handful of packets whose
