@@ -8,7 +8,7 @@
 
 use lb_common::{
     IPPROTO_TCP, IPPROTO_UDP, icmp,
-    net::{Bytes, ParseError, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
+    net::{Bytes, ParseError, parse, reread_ipv4, tcp_flags_impossible, tcp_flags_invalid_untracked},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -84,7 +84,7 @@ fuzz_target!(|frame: &[u8]| {
         }
         Err(ParseError::Icmp) => {
             let pkt = Bytes(&buf[2..]);
-            let outer = icmp::outer(&pkt).expect("a parsed ICMP packet has an outer header");
+            let outer = reread_ipv4(&pkt).expect("a parsed ICMP packet has an outer header");
             assert_eq!(frame[14 + 9], 1);
             if let Ok(error) = icmp::parse_error(&pkt, &outer) {
                 assert!(matches!(frame[outer.l4_off], 3 | 4 | 11), "an error type");

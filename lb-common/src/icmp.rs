@@ -38,6 +38,40 @@ pub const ICMP_HLEN: usize = size_of::<IcmpHdr>();
 /// longer "error" is handed to the kernel.
 pub const MAX_ICMP_LEN: usize = 1480;
 
+/// The ICMP errors the data plane sends itself (fragmentation needed) are
+/// limited as the kernel limits its own: `icmp_msgs_per_sec` 1000 a
+/// second, in bursts of `icmp_msgs_burst` 50, for the whole director.
+pub const ICMP_RATE_PER_SEC: u64 = 1000;
+pub const ICMP_BURST: u64 = 50;
+const NS_PER_MESSAGE: u64 = 1_000_000_000 / ICMP_RATE_PER_SEC;
+
+/// Value of `ICMP_BUDGET[0]`: a token bucket for [`ICMP_RATE_PER_SEC`],
+/// its credit kept in nanoseconds (one message costs a thousandth of a
+/// second). CPUs update it without a lock: a race costs a message more or
+/// less, as the kernel's own limit also allows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpBudget {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+}
+
+impl IcmpBudget {
+    /// Whether one more message may go out at `now`; takes it if so.
+    #[inline(always)]
+    pub fn take(&mut self, now: u64) -> bool {
+        let cap = ICMP_BURST * NS_PER_MESSAGE;
+        let credit = self.credit_ns.saturating_add(now.saturating_sub(self.last_ns));
+        self.credit_ns = if credit > cap { cap } else { credit };
+        self.last_ns = now;
+        if self.credit_ns < NS_PER_MESSAGE {
+            return false;
+        }
+        self.credit_ns -= NS_PER_MESSAGE;
+        true
+    }
+}
+
 /// An ICMP error that quotes a TCP or UDP packet: where everything is, and
 /// the quoted packet's endpoints (network order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -275,6 +309,19 @@ mod tests {
         let mut first_fragment = quote;
         first_fragment[6] = 0x20;
         assert!(parse_frame(&icmp_frame(ICMP_DEST_UNREACH, 3, &first_fragment)).is_ok(), "MF, offset 0");
+    }
+
+    #[test]
+    fn the_budget_allows_a_burst_then_the_rate() {
+        let mut budget = IcmpBudget::default();
+        let start = 10_000_000_000;
+        let burst = (0..100).filter(|_| budget.take(start)).count();
+        assert_eq!(burst, 50, "a full bucket at first, then empty");
+        assert!(!budget.take(start + 999_999), "under a millisecond later");
+        assert!(budget.take(start + 1_000_000), "a millisecond buys one");
+        let second = (1..=2000u64).filter(|ms| budget.take(start + 1_000_000 + ms * 500_000)).count();
+        assert_eq!(second, 1000, "1000 in a second of tries every half millisecond: every other one");
+        assert_eq!((0..100).filter(|_| budget.take(u64::MAX / 2)).count(), 50, "refilled to the burst, no more");
     }
 
     #[test]

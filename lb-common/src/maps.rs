@@ -39,6 +39,7 @@ pub const MAX_MAGLEV_SERVICES: u32 = 256;
 /// Entries of the lblc/lblcr caches and of the persistence templates.
 pub const DEFAULT_CACHE_SIZE: u32 = 1 << 16;
 pub const MAP_FRAGS: &str = "FRAGS";
+pub const MAP_ICMP_BUDGET: &str = "ICMP_BUDGET";
 /// Datagrams whose later fragments the director can follow at once.
 pub const FRAG_TABLE_SIZE: u32 = 1 << 14;
 /// How long the later fragments of a datagram follow its first: the
@@ -506,7 +507,11 @@ pub mod counter {
     pub const DROP_TOO_BIG: u32 = 26;
     /// A fragment past the first sent after it, by its connection.
     pub const FRAG_RELAYED: u32 = 27;
-    pub const COUNT: u32 = 28;
+    /// Tunnelling: a DF packet too big whose fragmentation needed the
+    /// ICMP rate limit held back (`icmp::ICMP_RATE_PER_SEC`): dropped, as
+    /// the kernel drops it; its sender retries.
+    pub const DROP_ICMP_RATELIMIT: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -538,6 +543,7 @@ pub mod counter {
         "icmp_frag_needed_sent",
         "drop_too_big",
         "frag_relayed",
+        "drop_icmp_ratelimit",
     ];
 }
 
@@ -594,6 +600,7 @@ mod pod {
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragEntry {}
+    unsafe impl aya::Pod for crate::icmp::IcmpBudget {}
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for VipKey {}

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::xdp,
     programs::XdpContext,
 };
@@ -21,7 +21,7 @@ use lb_common::{
 use crate::{
     director::account,
     forward::{self, Endpoint, Ttl},
-    maps::{CONNS, Frame, Opaque, verdict},
+    maps::{CONNS, Frame, ICMP_BUDGET, Opaque, verdict},
 };
 
 #[xdp]
@@ -128,9 +128,18 @@ const MAX_QUOTE: usize = 60 + 8;
 /// carrying `mtu` (`icmp_send(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED)`), back
 /// out the way it came. As the kernel does for a packet to one of its own
 /// addresses, the answer comes from the address the packet was sent to
-/// (the VIP), with TTL 64 and the kernel's TOS for ICMP errors.
+/// (the VIP), with TTL 64 and the kernel's TOS for ICMP errors, and within
+/// the kernel's rate limit (`IcmpBudget`).
 #[inline(always)]
 pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
+    let Some(budget) = ICMP_BUDGET.get_ptr_mut(0) else {
+        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
+    };
+    // SAFETY: a live map value; see `IcmpBudget` on racing CPUs. A plain
+    // helper call.
+    if !unsafe { (*budget).take(bpf_ktime_get_ns()) } {
+        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
+    }
     let frame = Frame(ctx);
     let (Some(eth), Some(ip)) = (ptr_at::<EthHdr>(&frame, 0), ptr_at::<Ipv4Hdr>(&frame, ETH_HLEN)) else {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);

@@ -242,3 +242,26 @@ fn tun_answers_a_df_packet_too_big_for_the_tunnel() {
     );
     assert_eq!(lb.real_stats(id).inpkts, 4, "every packet counted for the real, as IPVS counts before its MTU check");
 }
+
+/// The answers keep to the kernel's ICMP rate: a burst of 50, then 1000 a
+/// second; the packets held back are dropped and counted.
+#[test]
+fn frag_needed_answers_keep_to_the_icmp_rate() {
+    let (lb, _) = connected(Real { mtu: 1400, ..tun_real(REAL1, HTTP) });
+    let big = Pkt::tcp(40000, HTTP, ACK | PSH).with(|p| p.payload = vec![0x61; 1400]).frame();
+    let tries = 300;
+    let started = std::time::Instant::now();
+    let answered = (0..tries).filter(|_| lb.run(&big).0 == XDP_TX).count() as u64;
+    let ms = started.elapsed().as_millis() as u64;
+    eprintln!("{answered} of {tries} answered in {ms} ms");
+    assert!(answered >= 50, "a burst of 50 at first: {answered}");
+    assert!(answered <= 50 + ms + 1, "1000 a second after the burst: {answered} in {ms} ms");
+    lb.assert_counters(
+        &[
+            (counter::CONN_NEW, 1),
+            (counter::ICMP_FRAG_NEEDED_SENT, answered),
+            (counter::DROP_ICMP_RATELIMIT, tries - answered),
+        ],
+        "rate limited",
+    );
+}
