@@ -614,6 +614,18 @@ pub const fn v4_addr(octets: [u8; 4]) -> [u32; 4] {
     [u32::from_ne_bytes(octets), 0, 0, 0]
 }
 
+/// An IPv6 address as the maps hold it: its 16 bytes in wire order, four
+/// to a word.
+#[must_use]
+pub const fn v6_addr(o: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
 /// Value of `DIRECTOR_CTL[0]`: the switches the controller flips while the
 /// director runs. All zero (the default) is a lone director: forwarding,
 /// no sync.
