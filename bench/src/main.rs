@@ -40,7 +40,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP, MAX_REALS_PER_SERVICE, PROG_CONNECT, PROG_DECAP, PROG_FRAGMENT, PROG_ICMP, PROG_DIRECTOR, PROG_SCHEDULERS,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_REALS_PER_SERVICE, PROG_CONNECT, PROG_DECAP, PROG_FRAGMENT, PROG_ICMP, PROG_DIRECTOR, PROG_DIRECTOR6, PROG_SCHEDULERS,
     Real, sched::Scheduler,
 };
 
@@ -397,7 +397,7 @@ fn verified(lb: &Lb) -> Result<Vec<Verified>> {
     let names = [PROG_DIRECTOR]
         .into_iter()
         .chain(PROG_SCHEDULERS.iter().map(|(_, name)| *name))
-        .chain([PROG_CONNECT, PROG_ICMP, PROG_FRAGMENT, PROG_DECAP]);
+        .chain([PROG_DIRECTOR6, PROG_CONNECT, PROG_ICMP, PROG_FRAGMENT, PROG_DECAP]);
     names
         .map(|program| {
             let info = lb

@@ -82,6 +82,12 @@ pub const SLOT_ICMP: u32 = 14;
 /// `SCHEDULERS[SLOT_FRAGMENT]`, tail-called by the director.
 pub const PROG_FRAGMENT: &str = "xlvs_fragment";
 pub const SLOT_FRAGMENT: u32 = 13;
+/// The director's IPv6 half (`xlvs_director6`): `SCHEDULERS[SLOT_IPV6]`,
+/// tail-called by `xlvs_director` for an IPv6 frame, so that each family's
+/// parser and rewrites get a verifier budget of their own and IPv4's fast
+/// path carries nothing of IPv6's.
+pub const PROG_DIRECTOR6: &str = "xlvs_director6";
+pub const SLOT_IPV6: u32 = 12;
 pub const SCHEDULERS_SLOTS: u32 = 16;
 pub const PROG_DECAP: &str = "xlvs_decap";
 
@@ -91,6 +97,9 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
+/// IPv6 in IPv6 (RFC 2473), the tunnel's next header.
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// How a real is reached: LVS's three forwarding methods.
 pub const FWD_NAT: u8 = 0;
@@ -511,7 +520,14 @@ pub mod counter {
     /// ICMP rate limit held back (`icmp::ICMP_RATE_PER_SEC`): dropped, as
     /// the kernel drops it; its sender retries.
     pub const DROP_ICMP_RATELIMIT: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// IPv6 with extension headers the data plane does not walk (more than
+    /// `net::MAX_IPV6_EXT_HEADERS`, or a routing header with segments
+    /// left): handed to the kernel.
+    pub const PASS_IPV6_EXT: u32 = 29;
+    /// Tunnelling over IPv6: a packet that the outer header would take past
+    /// the path MTU, answered with ICMPv6 "packet too big".
+    pub const ICMP6_TOO_BIG_SENT: u32 = 30;
+    pub const COUNT: u32 = 31;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -544,6 +560,8 @@ pub mod counter {
         "drop_too_big",
         "frag_relayed",
         "drop_icmp_ratelimit",
+        "pass_ipv6_ext",
+        "icmp6_too_big_sent",
     ];
 }
 

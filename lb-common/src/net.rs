@@ -6,12 +6,13 @@
 
 use core::mem::size_of;
 
-use crate::{AF_INET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::{AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_HLEN: usize = 14;
 pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +37,23 @@ pub struct Ipv4Hdr {
     pub saddr: u32,
     pub daddr: u32,
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20); network order.
+    pub vtc_flow: u32,
+    /// Network order.
+    pub payload_len: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+}
+
+/// Where the addresses sit in an IPv6 header.
+pub const IPV6_SADDR_OFF: usize = 8;
+pub const IPV6_DADDR_OFF: usize = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,12 +126,14 @@ pub struct Flow {
     pub ttl: u8,
     /// Where the L4 header starts.
     pub l4_off: usize,
-    /// The IPv4 total length: what IPVS counts as the packet's bytes (the
+    /// The IP packet's length (IPv4's total length, IPv6's payload length
+    /// plus its fixed header): what IPVS counts as the packet's bytes (the
     /// frame may carry Ethernet padding beyond it).
     pub ip_len: u16,
-    /// The IPv4 identification, network order: with the addresses and the
-    /// protocol, what the fragments of one datagram share.
-    pub ip_id: u16,
+    /// The identification, network order (IPv4's 16 bits, IPv6's fragment
+    /// header's 32): with the addresses and the protocol, what the
+    /// fragments of one datagram share.
+    pub ip_id: u32,
     /// The first fragment of a datagram (more-fragments set, offset 0): it
     /// carries the ports, and the later fragments follow it
     /// (`maps::FragKey`).
@@ -156,7 +176,8 @@ pub struct Flow {
 /// destination; nothing it forwards or rewrites is malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// Not IPv4 (the kernel's business).
+    /// Neither IPv4 nor IPv6 (the kernel's business); from [`parse`], not
+    /// IPv4.
     NotIp,
     /// IPv4, but neither TCP nor UDP nor ICMP.
     NotTcpUdp,
@@ -173,6 +194,10 @@ pub enum ParseError {
     BadChecksum,
     /// The IPv4 options are not a well-formed list.
     BadOptions,
+    /// IPv6 extension headers the data plane does not walk: more than
+    /// [`MAX_IPV6_EXT_HEADERS`], or a routing header with segments left
+    /// (the packet is not at its final destination yet). The kernel's.
+    Extension,
 }
 
 /// Option bytes an IPv4 header can carry (IHL 15).
@@ -304,7 +329,7 @@ fn ipv4_flow(ip: &Ipv4Hdr, ihl: usize, frag_off: u16) -> Flow {
         daddr: [ip.daddr, 0, 0, 0],
         ttl: ip.ttl,
         l4_off: ETH_HLEN + ihl,
-        ip_id: ip.id,
+        ip_id: u32::from(ip.id),
         first_fragment: frag_off & (IP_MF | IP_OFFSET) == IP_MF,
         ..Flow::default()
     }
@@ -327,26 +352,199 @@ pub fn reread_ipv4(pkt: &impl Packet) -> Option<Flow> {
     Some(ipv4_flow(&ip, ihl, u16::from_be(ip.frag_off)))
 }
 
+pub const NEXTHDR_HOP: u8 = 0;
+pub const NEXTHDR_ROUTING: u8 = 43;
+pub const NEXTHDR_FRAGMENT: u8 = 44;
+pub const NEXTHDR_DEST: u8 = 60;
+/// Extension headers walked before the upper-layer header; a packet with
+/// more goes to the kernel (`ParseError::Extension`). Four covers every
+/// order RFC 8200 recommends with one of each that a VIP's traffic carries
+/// (hop-by-hop, destination options, routing, fragment).
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// The IPv6 fragment header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6FragHdr {
+    pub nexthdr: u8,
+    pub _reserved: u8,
+    /// Offset (13 bits, in 8-byte units), 2 reserved bits, more-fragments;
+    /// network order.
+    pub frag_off: u16,
+    /// Network order.
+    pub id: u32,
+}
+
+/// Parses Ethernet, IPv6 and its extension headers: a [`Flow`] with the
+/// addresses, the upper-layer protocol, the hop limit, the packet's length
+/// and `l4_off`, and no ports yet. The rules, in order:
+///
+/// | frame                                                        | error       |
+/// |--------------------------------------------------------------|-------------|
+/// | shorter than an Ethernet header                              | `Truncated` |
+/// | EtherType not IPv6                                           | `NotIp`     |
+/// | fewer than 40 bytes after the Ethernet header                | `Truncated` |
+/// | version not 6; payload length 0 (a jumbogram)                | `BadHeader` |
+/// | payload length past the bytes after the header               | `Truncated` |
+/// | an extension header that runs past the payload               | `BadHeader` |
+/// | a routing header with segments left; more than [`MAX_IPV6_EXT_HEADERS`] extension headers | `Extension` |
+/// | a fragment header with an offset: a fragment past the first  | `Fragment`  |
+///
+/// Hop-by-hop, destination options and routing headers (with no segments
+/// left) are stepped over, as the kernel steps over them for a packet
+/// addressed to itself; a fragment header with offset 0 and more-fragments
+/// makes a first fragment (`Flow::first_fragment`, its 32-bit id in
+/// `ip_id`); one without more-fragments is an atomic fragment, a whole
+/// datagram. Then [`parse6`] reads the upper-layer header as [`parse`]
+/// does for IPv4.
+#[inline(always)]
+pub fn parse_ipv6(pkt: &impl Packet) -> Result<Flow, ParseError> {
+    match ipv6_headers(pkt)? {
+        (_, true) => Err(ParseError::Fragment),
+        (flow, false) => Ok(flow),
+    }
+}
+
+/// The IPv6 header of a fragment past the first, which [`parse6`] has
+/// already checked, read again by the program the director tail-calls for
+/// it: the addresses, the id and the protocol its first fragment carries.
+#[inline(always)]
+pub fn reread_ipv6(pkt: &impl Packet) -> Option<Flow> {
+    match ipv6_headers(pkt) {
+        Ok((flow, true)) => Some(flow),
+        _ => None,
+    }
+}
+
+/// [`parse_ipv6`]'s walk; the flag says the packet is a fragment past the
+/// first (its flow is then the fragment header's: id and protocol).
+#[inline(always)]
+fn ipv6_headers(pkt: &impl Packet) -> Result<(Flow, bool), ParseError> {
+    let eth: *mut EthHdr = ptr_at(pkt, 0).ok_or(ParseError::Truncated)?;
+    // SAFETY: ptr_at checked that the header lies inside the packet.
+    if u16::from_be(unsafe { (*eth).proto }) != ETH_P_IPV6 {
+        return Err(ParseError::NotIp);
+    }
+    let ip: *mut Ipv6Hdr = ptr_at(pkt, ETH_HLEN).ok_or(ParseError::Truncated)?;
+    // SAFETY: as above.
+    let ip = unsafe { *ip };
+    if u32::from_be(ip.vtc_flow) >> 28 != 6 {
+        return Err(ParseError::BadHeader);
+    }
+    let payload = usize::from(u16::from_be(ip.payload_len));
+    if payload == 0 {
+        return Err(ParseError::BadHeader);
+    }
+    // Opaque to the compiler, for the reason given in `parse_ipv4`.
+    let frame_len = core::hint::black_box(pkt.end() - pkt.start());
+    if ETH_HLEN + IPV6_HLEN + payload > frame_len {
+        return Err(ParseError::Truncated);
+    }
+    let end = IPV6_HLEN + payload;
+    let mut next = ip.nexthdr;
+    // From the start of the IPv6 header; each step adds at most 2048.
+    let mut off = IPV6_HLEN;
+    let mut first_fragment = false;
+    let mut later_fragment = false;
+    let mut id = 0;
+    let mut i = 0;
+    while i < MAX_IPV6_EXT_HEADERS {
+        i += 1;
+        match next {
+            NEXTHDR_HOP | NEXTHDR_DEST | NEXTHDR_ROUTING => {
+                let hdr: *const [u8; 4] = ptr_at(pkt, ETH_HLEN + (off & 0x3fff)).ok_or(ParseError::BadHeader)?;
+                // SAFETY: ptr_at checked the bounds.
+                let hdr = unsafe { *hdr };
+                // The routing header's fourth byte: segments left.
+                if next == NEXTHDR_ROUTING && hdr[3] != 0 {
+                    return Err(ParseError::Extension);
+                }
+                next = hdr[0];
+                off += (usize::from(hdr[1]) + 1) * 8;
+            }
+            NEXTHDR_FRAGMENT => {
+                let frag: *const Ipv6FragHdr = ptr_at(pkt, ETH_HLEN + (off & 0x3fff)).ok_or(ParseError::BadHeader)?;
+                // SAFETY: as above.
+                let frag = unsafe { *frag };
+                let frag_off = u16::from_be(frag.frag_off);
+                id = frag.id;
+                next = frag.nexthdr;
+                off += size_of::<Ipv6FragHdr>();
+                if frag_off & IP6_OFFSET != 0 {
+                    later_fragment = true;
+                    break;
+                }
+                first_fragment = frag_off & IP6_MF != 0;
+            }
+            _ => break,
+        }
+        if off > end {
+            return Err(ParseError::BadHeader);
+        }
+    }
+    if !later_fragment && matches!(next, NEXTHDR_HOP | NEXTHDR_DEST | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT) {
+        return Err(ParseError::Extension);
+    }
+    let flow = Flow {
+        ip_len: (IPV6_HLEN + payload) as u16,
+        family: AF_INET6,
+        proto: next,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        ttl: ip.hop_limit,
+        l4_off: ETH_HLEN + (off & 0x3fff),
+        ip_id: id,
+        first_fragment,
+        ..Flow::default()
+    };
+    Ok((flow, later_fragment))
+}
+
+/// The fragment offset and more-fragments in `Ipv6FragHdr::frag_off`.
+pub const IP6_OFFSET: u16 = 0xfff8;
+pub const IP6_MF: u16 = 0x0001;
+
 /// Parses Ethernet, IPv4 and the TCP/UDP ports; see [`ParseError`] for
 /// what is refused, and why.
 #[inline(always)]
 pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
-    let mut flow = parse_ipv4(pkt)?;
+    let flow = parse_ipv4(pkt)?;
+    if flow.proto == IPPROTO_ICMP {
+        return Err(ParseError::Icmp);
+    }
+    parse_l4(pkt, flow)
+}
+
+/// Parses Ethernet, IPv6 (with its extension headers) and the TCP/UDP
+/// ports: [`parse`] for IPv6, with the rules at [`parse_ipv6`].
+#[inline(always)]
+pub fn parse6(pkt: &impl Packet) -> Result<Flow, ParseError> {
+    let flow = parse_ipv6(pkt)?;
+    if flow.proto == IPPROTO_ICMPV6 {
+        return Err(ParseError::Icmp);
+    }
+    parse_l4(pkt, flow)
+}
+
+/// The TCP or UDP header of a flow whose IP header is parsed: its ports and
+/// flags, checked against the IP payload (`ip_len` less the IP headers).
+#[inline(always)]
+fn parse_l4(pkt: &impl Packet, mut flow: Flow) -> Result<Flow, ParseError> {
     let l4_off = flow.l4_off;
-    let ihl = l4_off - ETH_HLEN;
+    let l3_len = l4_off - ETH_HLEN;
     let tot_len = usize::from(flow.ip_len);
     match flow.proto {
         IPPROTO_TCP => {
             // The frame holds the total length, so a frame too short for
             // the header means a total length too short for it.
             let tcp: *mut TcpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::BadHeader)?;
-            if tot_len < ihl + size_of::<TcpHdr>() {
+            if tot_len < l3_len + size_of::<TcpHdr>() {
                 return Err(ParseError::BadHeader);
             }
             // SAFETY: as above.
             let tcp = unsafe { *tcp };
             let doff = usize::from(tcp.doff_res >> 4) * 4;
-            if doff < 20 || tot_len < ihl + doff {
+            if doff < 20 || tot_len < l3_len + doff {
                 return Err(ParseError::BadHeader);
             }
             flow.sport = tcp.sport;
@@ -355,7 +553,7 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
         }
         IPPROTO_UDP => {
             let udp: *mut UdpHdr = ptr_at(pkt, l4_off).ok_or(ParseError::BadHeader)?;
-            if tot_len < ihl + size_of::<UdpHdr>() {
+            if tot_len < l3_len + size_of::<UdpHdr>() {
                 return Err(ParseError::BadHeader);
             }
             // SAFETY: as above.
@@ -363,13 +561,18 @@ pub fn parse(pkt: &impl Packet) -> Result<Flow, ParseError> {
             // The UDP length may be shorter than the IP payload (the kernel
             // trims the rest), never shorter than its header or longer.
             let ulen = usize::from(u16::from_be(udp.len));
-            if ulen < size_of::<UdpHdr>() || (!flow.first_fragment && ihl + ulen > tot_len) {
+            if ulen < size_of::<UdpHdr>() || (!flow.first_fragment && l3_len + ulen > tot_len) {
+                return Err(ParseError::BadHeader);
+            }
+            // IPv6 has no UDP datagram without a checksum (RFC 8200 8.1):
+            // the kernel drops one, and a NAT rewrite could not keep it
+            // right.
+            if flow.family == AF_INET6 && udp.check == 0 {
                 return Err(ParseError::BadHeader);
             }
             flow.sport = udp.sport;
             flow.dport = udp.dport;
         }
-        IPPROTO_ICMP => return Err(ParseError::Icmp),
         _ => return Err(ParseError::NotTcpUdp),
     }
     Ok(flow)
@@ -557,7 +760,7 @@ mod tests {
         assert_eq!(parse_bytes(&patched(&syn, 20, &[0x20, 0x01])), Err(ParseError::Fragment), "MF and offset");
         let first = parse_bytes(&patched(&syn, 20, &[0x20, 0x00])).expect("a first fragment is a flow");
         assert!(first.first_fragment);
-        assert_eq!(u16::from_be(first.ip_id), 0);
+        assert_eq!(first.ip_id, 0);
         assert!(!parse_bytes(&syn).unwrap().first_fragment);
         assert_eq!(parse_bytes(&patched(&syn, 23, &[1])), Err(ParseError::Icmp), "ICMP");
         assert_eq!(parse_bytes(&patched(&syn, 23, &[47])), Err(ParseError::NotTcpUdp), "GRE");
@@ -693,6 +896,131 @@ mod tests {
         for f in 0..=255u8 {
             assert!(!tcp_flags_impossible(f) || tcp_flags_invalid_untracked(f));
         }
+    }
+
+    /// Ethernet + IPv6 (with `ext`, extension headers already chained:
+    /// `first` is the next header of the fixed header) + TCP SYN
+    /// [2001:db8:1::2]:40000 -> [2001:db8::100]:80.
+    fn tcp6_syn_with(first: u8, ext: &[u8]) -> std::vec::Vec<u8> {
+        let mut p = std::vec![0u8; 14 + 40];
+        p[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        p[14] = 0x60;
+        p[18..20].copy_from_slice(&((ext.len() + 20) as u16).to_be_bytes());
+        p[20] = if ext.is_empty() { IPPROTO_TCP } else { first };
+        p[21] = 64;
+        p[22..38].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p[38..54].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        p.extend_from_slice(ext);
+        let mut tcp = [0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = TCP_SYN;
+        p.extend_from_slice(&tcp);
+        p
+    }
+
+    fn parse6_bytes(p: &[u8]) -> Result<Flow, ParseError> {
+        parse6(&Aligned::new(p).bytes())
+    }
+
+    #[test]
+    fn parses_an_ipv6_tcp_syn() {
+        let p = tcp6_syn_with(0, &[]);
+        let f = parse6_bytes(&p).unwrap();
+        assert_eq!((f.family, f.proto, f.ttl, f.l4_off, f.ip_len), (AF_INET6, IPPROTO_TCP, 64, 54, 60));
+        assert_eq!(f.saddr, crate::v6_addr(p[22..38].try_into().unwrap()));
+        assert_eq!(f.daddr, crate::v6_addr(p[38..54].try_into().unwrap()));
+        assert_eq!((u16::from_be(f.sport), u16::from_be(f.dport), f.tcp_flags), (40000, 80, TCP_SYN));
+        assert!(!f.first_fragment);
+        // IPv4's parser leaves it to the kernel, and the other way round.
+        assert_eq!(parse_bytes(&p), Err(ParseError::NotIp));
+        assert_eq!(parse6_bytes(&tcp_syn()), Err(ParseError::NotIp));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_within_a_bound() {
+        // Hop-by-hop (8 bytes: PadN), destination options (16), then TCP.
+        let hop = [NEXTHDR_DEST, 0, 1, 4, 0, 0, 0, 0];
+        let mut dest = [0u8; 16];
+        dest[0] = IPPROTO_TCP;
+        dest[1] = 1;
+        dest[2] = 1;
+        dest[3] = 12;
+        let ext: std::vec::Vec<u8> = hop.iter().chain(dest.iter()).copied().collect();
+        let f = parse6_bytes(&tcp6_syn_with(NEXTHDR_HOP, &ext)).unwrap();
+        assert_eq!((f.l4_off, f.ip_len, u16::from_be(f.dport)), (54 + 24, 84, 80));
+        // A routing header with no segments left is stepped over; with
+        // segments left the packet is not for us yet.
+        let routing = [IPPROTO_TCP, 0, 4, 0, 0, 0, 0, 0];
+        assert_eq!(parse6_bytes(&tcp6_syn_with(NEXTHDR_ROUTING, &routing)).unwrap().l4_off, 62);
+        let routing = [IPPROTO_TCP, 0, 4, 1, 0, 0, 0, 0];
+        assert_eq!(parse6_bytes(&tcp6_syn_with(NEXTHDR_ROUTING, &routing)), Err(ParseError::Extension));
+        // Five destination options headers: past the bound.
+        let mut five = std::vec::Vec::new();
+        for i in 0..5 {
+            five.extend_from_slice(&[if i == 4 { IPPROTO_TCP } else { NEXTHDR_DEST }, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        assert_eq!(parse6_bytes(&tcp6_syn_with(NEXTHDR_DEST, &five)), Err(ParseError::Extension));
+        assert!(parse6_bytes(&tcp6_syn_with(NEXTHDR_DEST, &five[8..])).is_ok(), "four is fine");
+        // A header longer than the payload.
+        let long = [IPPROTO_TCP, 200, 1, 4, 0, 0, 0, 0];
+        assert_eq!(parse6_bytes(&tcp6_syn_with(NEXTHDR_DEST, &long)), Err(ParseError::BadHeader));
+        // Unknown upper layers are the kernel's; ICMPv6 goes its own way.
+        let mut p = tcp6_syn_with(0, &[]);
+        p[20] = 59;
+        assert_eq!(parse6_bytes(&p), Err(ParseError::NotTcpUdp), "no next header");
+        p[20] = IPPROTO_ICMPV6;
+        assert_eq!(parse6_bytes(&p), Err(ParseError::Icmp));
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        let first = [IPPROTO_TCP, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef];
+        let f = parse6_bytes(&tcp6_syn_with(NEXTHDR_FRAGMENT, &first)).unwrap();
+        assert!(f.first_fragment);
+        assert_eq!((u32::from_be(f.ip_id), f.l4_off), (0xdead_beef, 62));
+        let atomic = [IPPROTO_TCP, 0, 0x00, 0x00, 0, 0, 0, 1];
+        assert!(!parse6_bytes(&tcp6_syn_with(NEXTHDR_FRAGMENT, &atomic)).unwrap().first_fragment);
+        let later = [IPPROTO_TCP, 0, 0x00, 0x08, 0xde, 0xad, 0xbe, 0xef];
+        let p = tcp6_syn_with(NEXTHDR_FRAGMENT, &later);
+        assert_eq!(parse6_bytes(&p), Err(ParseError::Fragment));
+        // The later fragment names the same datagram as its first.
+        let again = reread_ipv6(&Aligned::new(&p).bytes()).unwrap();
+        assert_eq!((again.ip_id, again.proto, again.saddr, again.daddr), (f.ip_id, f.proto, f.saddr, f.daddr));
+        assert_eq!(reread_ipv6(&Aligned::new(&tcp6_syn_with(0, &[])).bytes()), None, "not a fragment");
+    }
+
+    #[test]
+    fn rejects_broken_ipv6() {
+        let syn = tcp6_syn_with(0, &[]);
+        for cut in [0, 13, 14, 53] {
+            assert_eq!(parse6_bytes(&syn[..cut]), Err(ParseError::Truncated), "cut at {cut}");
+        }
+        // The payload length claims the TCP header the frame lacks.
+        assert_eq!(parse6_bytes(&syn[..60]), Err(ParseError::Truncated));
+        assert_eq!(parse6_bytes(&patched6(&syn, 14, &[0x40])), Err(ParseError::BadHeader), "version 4");
+        assert_eq!(parse6_bytes(&patched6(&syn, 18, &[0, 0])), Err(ParseError::BadHeader), "jumbogram");
+        assert_eq!(parse6_bytes(&patched6(&syn, 18, &[0, 19])), Err(ParseError::BadHeader), "payload < TCP");
+        assert_eq!(parse6_bytes(&patched6(&syn, 18, &[0, 21])), Err(ParseError::Truncated), "payload > frame");
+        assert_eq!(parse6_bytes(&patched6(&syn, 66, &[4 << 4])), Err(ParseError::BadHeader), "doff 4");
+        // Padding past the payload is fine.
+        let mut padded = syn.clone();
+        padded.resize(100, 0xee);
+        assert_eq!(parse6_bytes(&padded), parse6_bytes(&syn));
+        // UDP without a checksum does not exist in IPv6.
+        let mut udp = patched6(&syn, 20, &[IPPROTO_UDP]);
+        udp[58..60].copy_from_slice(&20u16.to_be_bytes());
+        udp[60..62].copy_from_slice(&[0x12, 0x34]);
+        assert_eq!(u16::from_be(parse6_bytes(&udp).unwrap().dport), 80);
+        udp[60..62].copy_from_slice(&[0, 0]);
+        assert_eq!(parse6_bytes(&udp), Err(ParseError::BadHeader), "UDP checksum 0");
+    }
+
+    fn patched6(frame: &[u8], offset: usize, bytes: &[u8]) -> std::vec::Vec<u8> {
+        let mut p = frame.to_vec();
+        p[offset..offset + bytes.len()].copy_from_slice(bytes);
+        p
     }
 
     /// Random frames never make the parser read out of bounds or accept

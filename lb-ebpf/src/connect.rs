@@ -29,10 +29,11 @@ use crate::{
     maps::{CONNS, PENDING, REAL_STATS, REALS, SERVICE_REALS, TEMPLATES, verdict},
 };
 
-/// The longest L4 offset a parsed IPv4 frame has (Ethernet + 60 bytes of
-/// IP header), as a mask: `PENDING` hands the offset over as a plain number,
-/// and the verifier needs a bound before it lets the packet be read there.
-const L4_OFF_MASK: usize = 0x7f;
+/// A bound on the L4 offset of a parsed frame, as a mask (the parser's own:
+/// IPv6 extension headers can take it past IPv4's 74 bytes): `PENDING`
+/// hands the offset over as a plain number, and the verifier needs a bound
+/// before it lets the packet be read there.
+const L4_OFF_MASK: usize = 0x3fff;
 
 /// Finishes the pending connection of this CPU (`PENDING`) with its answer
 /// (`SCHEDULERS[SCHED_CONNECT]`): drops the packet when no real was

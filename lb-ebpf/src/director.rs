@@ -1,6 +1,7 @@
-//! The director's entry point: parse once, then forward an established
+//! The director's entry points: parse once, then forward an established
 //! connection's packet, or hand a new connection to its scheduler
-//! (`schedule::start`).
+//! (`schedule::start`). `xlvs_director` takes IPv4 and hands IPv6 to
+//! `xlvs_director6`; both run the same `forward_flow`.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -10,9 +11,12 @@ use aya_ebpf::{
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
-    CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, RangeData, Service, ServiceKey, Stats,
-    SLOT_FRAGMENT, SLOT_ICMP, SyncEvent, counter, sync_due,
-    net::{ParseError, TCP_RST, TCP_SYN, parse, tcp_flags_impossible, tcp_flags_invalid_untracked},
+    CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, DirectorCtl, IPPROTO_TCP, RangeData, Service, ServiceKey,
+    Stats, SLOT_FRAGMENT, SLOT_ICMP, SLOT_IPV6, SyncEvent, counter, sync_due,
+    net::{
+        ETH_P_IPV6, EthHdr, Flow, ParseError, TCP_RST, TCP_SYN, parse, parse6, ptr_at, tcp_flags_impossible,
+        tcp_flags_invalid_untracked,
+    },
     range_prefix_len,
     tcp_state::Direction,
 };
@@ -34,25 +38,65 @@ fn run(ctx: &XdpContext) -> u32 {
     if ctl.standby != 0 {
         return verdict(counter::PASS_STANDBY, XDP_PASS);
     }
-    let flow = match parse(&Frame(ctx)) {
-        Ok(flow) => flow,
-        Err(ParseError::NotIp) => return verdict(counter::PASS_NOT_IP, XDP_PASS),
-        Err(ParseError::NotTcpUdp) => return verdict(counter::PASS_NOT_VIP, XDP_PASS),
+    match parse(&Frame(ctx)) {
+        Ok(flow) => forward_flow(ctx, &flow, &ctl),
+        Err(ParseError::NotIp) if is_ipv6(ctx) => {
+            // SAFETY: a tail call; on success it does not return.
+            let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_IPV6) };
+            verdict(counter::PASS_NOT_IP, XDP_PASS)
+        }
         Err(ParseError::Icmp) => {
             // SAFETY: a tail call; on success it does not return.
             let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_ICMP) };
-            return verdict(counter::PASS_ICMP, XDP_PASS);
+            verdict(counter::PASS_ICMP, XDP_PASS)
         }
-        Err(ParseError::Fragment) => {
+        Err(error) => refused(ctx, error),
+    }
+}
+
+/// The director for IPv6 frames, tail-called by `xlvs_director` (which has
+/// checked the standby switch): the same rules over `parse6`. ICMPv6 is the
+/// kernel's (neighbour discovery above all).
+#[xdp]
+pub fn xlvs_director6(ctx: XdpContext) -> u32 {
+    let ctl = DIRECTOR_CTL.get(0).copied().unwrap_or_default();
+    match parse6(&Frame(&ctx)) {
+        Ok(flow) => forward_flow(&ctx, &flow, &ctl),
+        Err(ParseError::Icmp) => verdict(counter::PASS_ICMP, XDP_PASS),
+        Err(error) => refused(&ctx, error),
+    }
+}
+
+#[inline(always)]
+fn is_ipv6(ctx: &XdpContext) -> bool {
+    // SAFETY: ptr_at checked the bounds.
+    ptr_at::<EthHdr>(&Frame(ctx), 0).is_some_and(|eth| unsafe { (*eth).proto } == ETH_P_IPV6.to_be())
+}
+
+/// What becomes of a frame the parser refused (`ParseError`'s rules).
+#[inline(always)]
+fn refused(ctx: &XdpContext, error: ParseError) -> u32 {
+    match error {
+        ParseError::NotIp => verdict(counter::PASS_NOT_IP, XDP_PASS),
+        ParseError::NotTcpUdp => verdict(counter::PASS_NOT_VIP, XDP_PASS),
+        ParseError::Icmp => verdict(counter::PASS_ICMP, XDP_PASS),
+        ParseError::Fragment => {
             // SAFETY: a tail call; on success it does not return.
             let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_FRAGMENT) };
-            return verdict(counter::PASS_FRAGMENT, XDP_PASS);
+            verdict(counter::PASS_FRAGMENT, XDP_PASS)
         }
-        Err(ParseError::Truncated) => return verdict(counter::DROP_TRUNCATED, XDP_DROP),
-        Err(ParseError::BadHeader) => return verdict(counter::DROP_BAD_HEADER, XDP_DROP),
-        Err(ParseError::BadChecksum) => return verdict(counter::DROP_BAD_IP_CHECKSUM, XDP_DROP),
-        Err(ParseError::BadOptions) => return verdict(counter::DROP_BAD_IP_OPTIONS, XDP_DROP),
-    };
+        ParseError::Extension => verdict(counter::PASS_IPV6_EXT, XDP_PASS),
+        ParseError::Truncated => verdict(counter::DROP_TRUNCATED, XDP_DROP),
+        ParseError::BadHeader => verdict(counter::DROP_BAD_HEADER, XDP_DROP),
+        ParseError::BadChecksum => verdict(counter::DROP_BAD_IP_CHECKSUM, XDP_DROP),
+        ParseError::BadOptions => verdict(counter::DROP_BAD_IP_OPTIONS, XDP_DROP),
+    }
+}
+
+/// A parsed TCP or UDP packet: its connection's, or a new connection of
+/// the service it is for, or the kernel's.
+#[inline(always)]
+fn forward_flow(ctx: &XdpContext, flow: &Flow, ctl: &DirectorCtl) -> u32 {
     let key = ConnKey {
         saddr: flow.saddr,
         daddr: flow.daddr,
@@ -79,14 +123,14 @@ fn run(ctx: &XdpContext) -> u32 {
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         conn.last_seen_ns = now;
         if flow.first_fragment {
-            fragment::remember(&flow, &key, now);
+            fragment::remember(flow, &key, now);
         }
         if conn.flags & CONN_F_REPLY != 0 {
-            return forward::nat_reply(ctx, &flow, conn, now);
+            return forward::nat_reply(ctx, flow, conn, now);
         }
         let dir = client_direction(conn);
         let old_state = conn.state;
-        accounting::transition(conn, &flow, dir);
+        accounting::transition(conn, flow, dir);
         if ctl.sync != 0 {
             count_for_sync(&key, conn, old_state);
         }
@@ -96,7 +140,7 @@ fn run(ctx: &XdpContext) -> u32 {
         if real.service != conn.service {
             return verdict(counter::DROP_STALE_REAL, XDP_DROP);
         }
-        return forward::to_real(ctx, &flow, conn.real, real);
+        return forward::to_real(ctx, flow, conn.real, real);
     }
 
     let service_key = ServiceKey {
@@ -120,7 +164,7 @@ fn run(ctx: &XdpContext) -> u32 {
     }
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    schedule::start(ctx, &service, &flow, &key, now, ctl.sync != 0)
+    schedule::start(ctx, &service, flow, &key, now, ctl.sync != 0)
 }
 
 /// The service a packet is for: an exact VIP:port first, then the longest

@@ -6,9 +6,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP,
-    REAL_F_LOCAL, REAL_F_NEXTHOP, Real, counter, csum,
-    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at},
+    AF_INET6, Conn, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP,
+    IPPROTO_UDP, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, counter, csum,
+    net::{
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Flow, IPV4_HLEN, IPV6_DADDR_OFF, IPV6_HLEN, IPV6_SADDR_OFF,
+        Ipv4Hdr, Ipv6Hdr, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at,
+    },
     tcp_state::Direction,
 };
 
@@ -46,9 +49,10 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &Real) -> u32 
     }
     match real.forward {
         FWD_NAT => nat_in(ctx, flow.ttl, real, |ttl| {
-            rewrite(ctx, flow, Endpoint::Destination, real.addr[0], real.port, ttl)
+            rewrite(ctx, flow, Endpoint::Destination, &real.addr, real.port, ttl)
         }),
         FWD_DR => direct(ctx, real),
+        FWD_TUN if flow.family == AF_INET6 => tunnel6(ctx, flow, real),
         FWD_TUN => tunnel(ctx, flow, real),
         _ => verdict(counter::DROP_STALE_REAL, XDP_DROP),
     }
@@ -145,7 +149,7 @@ pub fn nat_reply(ctx: &XdpContext, flow: &Flow, reply: &Conn, now: u64) -> u32 {
         accounting::transition(client, flow, Direction::Output);
     }
     account(reply.real, u64::from(flow.ip_len), false);
-    if rewrite(ctx, flow, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {
+    if rewrite(ctx, flow, Endpoint::Source, &reply.vaddr, reply.vport, Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     back_to_client(ctx, reply)
@@ -234,6 +238,54 @@ fn too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
     icmp::frag_needed(ctx, flow, mtu as u16)
 }
 
+/// IPv6-in-IPv6 (`ip_vs_tunnel_xmit_v6`): a new outer IPv6 header towards
+/// the real, next header 41, with the inner header's traffic class and hop
+/// limit and no flow label. IPv6 routers never fragment, so a packet the
+/// outer header takes past the path MTU is always answered with ICMPv6
+/// "packet too big" carrying the MTU left for it.
+#[inline(always)]
+fn tunnel6(ctx: &XdpContext, flow: &Flow, real: &Real) -> u32 {
+    if real.flags & REAL_F_NEXTHOP == 0 {
+        return verdict(counter::DROP_NO_NEXTHOP, XDP_DROP);
+    }
+    if real.mtu != 0 && u32::from(flow.ip_len) + IPV6_HLEN as u32 > real.mtu {
+        // RFC 8200: no link goes below 1280, so neither does the answer.
+        let mtu = (real.mtu.saturating_sub(IPV6_HLEN as u32)).max(IPV6_MIN_MTU);
+        return icmp::packet_too_big(ctx, flow, mtu);
+    }
+    let Some(ip) = ptr_at::<Ipv6Hdr>(&Frame(ctx), ETH_HLEN) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let inner = unsafe { *ip };
+    let class = u32::from_be(inner.vtc_flow) & 0x0ff0_0000;
+    // SAFETY: a plain helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV6_HLEN as i32)) } != 0 {
+        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    }
+    let (Some(eth), Some(outer)) = (eth(ctx), ptr_at::<Ipv6Hdr>(&Frame(ctx), ETH_HLEN)) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked above.
+    unsafe {
+        *outer = Ipv6Hdr {
+            vtc_flow: (6 << 28 | class).to_be(),
+            payload_len: flow.ip_len.to_be(),
+            nexthdr: IPPROTO_IPV6,
+            hop_limit: inner.hop_limit,
+            saddr: real.tun_saddr,
+            daddr: real.addr,
+        };
+        (*eth).dst = real.dmac;
+        (*eth).src = real.smac;
+        (*eth).proto = ETH_P_IPV6.to_be();
+    }
+    send(ctx, real.ifindex)
+}
+
+/// IPv6's minimum link MTU (RFC 8200 5).
+const IPV6_MIN_MTU: u32 = 1280;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Source,
@@ -246,6 +298,13 @@ impl Endpoint {
         match self {
             Self::Source => 12,
             Self::Destination => 16,
+        }
+    }
+    /// Where its address sits in an IPv6 header.
+    pub const fn addr6_offset(self) -> usize {
+        match self {
+            Self::Source => IPV6_SADDR_OFF,
+            Self::Destination => IPV6_DADDR_OFF,
         }
     }
     /// Where its port sits in a TCP or UDP header.
@@ -271,13 +330,15 @@ pub enum Ttl {
     Keep,
 }
 
-/// Rewrites one endpoint's address and port, maybe decrements the TTL, and
-/// keeps the IPv4 and L4 checksums right with incremental updates.
+/// Rewrites one endpoint's address and port, maybe decrements the TTL (the
+/// hop limit), and keeps the IP and L4 checksums right with incremental
+/// updates.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16, ttl: Ttl) -> Option<()> {
+fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: &[u32; 4], port: u16, ttl: Ttl) -> Option<()> {
     let frame = Frame(ctx);
     let port_ptr: *mut u16 = ptr_at(&frame, flow.l4_off + which.port_offset())?;
-    let old_addr = rewrite_ip(ctx, which, addr, ttl)?;
+    let old_addr = rewrite_addr(ctx, flow.family, which, addr, ttl)?;
+    let v6 = flow.family == AF_INET6;
     // SAFETY: every pointer was bounds checked by `ptr_at`.
     unsafe {
         let old_port = *port_ptr;
@@ -285,18 +346,53 @@ fn rewrite(ctx: &XdpContext, flow: &Flow, which: Endpoint, addr: u32, port: u16,
         match flow.proto {
             IPPROTO_TCP => {
                 let c: *mut u16 = ptr_at(&frame, flow.l4_off + TCP_CHECK_OFF)?;
-                *c = csum::replace2(csum::replace4(*c, old_addr, addr), old_port, port);
+                *c = csum::replace2(addr_replaced(*c, v6, &old_addr, addr), old_port, port);
             }
             IPPROTO_UDP => {
                 let c: *mut u16 = ptr_at(&frame, flow.l4_off + UDP_CHECK_OFF)?;
-                if *c != 0 {
-                    *c = csum::udp_fixup(csum::replace2(csum::replace4(*c, old_addr, addr), old_port, port));
+                // IPv4's 0 is "no checksum"; IPv6 always has one (`parse6`).
+                if v6 || *c != 0 {
+                    *c = csum::udp_fixup(csum::replace2(addr_replaced(*c, v6, &old_addr, addr), old_port, port));
                 }
             }
             _ => {}
         }
     }
     Some(())
+}
+
+/// An L4 checksum after its pseudo-header's address changed.
+#[inline(always)]
+fn addr_replaced(check: u16, v6: bool, old: &[u32; 4], new: &[u32; 4]) -> u16 {
+    if v6 { csum::replace16(check, old, new) } else { csum::replace4(check, old[0], new[0]) }
+}
+
+/// Rewrites one endpoint's address in the IP header of `family`, maybe
+/// decrementing the TTL (hop limit). Returns the old address.
+#[inline(always)]
+pub fn rewrite_addr(ctx: &XdpContext, family: u8, which: Endpoint, addr: &[u32; 4], ttl: Ttl) -> Option<[u32; 4]> {
+    if family == AF_INET6 {
+        rewrite_ip6(ctx, which, addr, ttl)
+    } else {
+        rewrite_ip(ctx, which, addr[0], ttl).map(|old| [old, 0, 0, 0])
+    }
+}
+
+/// [`rewrite_ip`] for IPv6: no header checksum, a hop limit.
+#[inline(always)]
+fn rewrite_ip6(ctx: &XdpContext, which: Endpoint, addr: &[u32; 4], ttl: Ttl) -> Option<[u32; 4]> {
+    let frame = Frame(ctx);
+    let ip: *mut Ipv6Hdr = ptr_at(&frame, ETH_HLEN)?;
+    let addr_ptr: *mut [u32; 4] = ptr_at(&frame, ETH_HLEN + which.addr6_offset())?;
+    // SAFETY: both pointers were bounds checked by `ptr_at`.
+    unsafe {
+        let old = *addr_ptr;
+        *addr_ptr = *addr;
+        if ttl == Ttl::Decrement {
+            (*ip).hop_limit -= 1;
+        }
+        Some(old)
+    }
 }
 
 /// Rewrites one endpoint's address in the IPv4 header, maybe decrements

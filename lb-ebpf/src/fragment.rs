@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     CONN_F_REPLY, Conn, ConnKey, FRAG_TIMEOUT_NS, FragEntry, FragKey, counter,
-    net::{Flow, reread_ipv4},
+    net::{ETH_P_IPV6, EthHdr, Flow, ptr_at, reread_ipv4, reread_ipv6},
 };
 
 use crate::{
@@ -42,8 +42,8 @@ pub fn xlvs_fragment(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn follow(ctx: &XdpContext) -> u32 {
-    // The director has checked the IPv4 header; this is to find it again.
-    let Some(flow) = reread_ipv4(&Opaque(ctx)) else {
+    // The director has checked the IP header; this is to find it again.
+    let Some(flow) = reread(ctx) else {
         return verdict(counter::PASS_FRAGMENT, XDP_PASS);
     };
     let Some(entry) = FRAGS.get_ptr(&FragKey::of(&flow)) else {
@@ -71,13 +71,25 @@ fn follow(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// A later fragment's flow (addresses, id, protocol), of either family.
+#[inline(always)]
+fn reread(ctx: &XdpContext) -> Option<Flow> {
+    let frame = Opaque(ctx);
+    let eth: *const EthHdr = ptr_at(&frame, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).proto } == ETH_P_IPV6.to_be() {
+        return reread_ipv6(&frame);
+    }
+    reread_ipv4(&frame)
+}
+
 /// A client's fragment goes to the connection's real by its method; NAT
 /// changes only the address (there is no port to change, and the L4
 /// checksum, in the first fragment, is already right).
 #[inline(always)]
 fn to_real(ctx: &XdpContext, flow: &Flow, conn: &Conn) -> u32 {
     forward::to_conn_real(ctx, flow, conn, |real, ttl| {
-        forward::rewrite_ip(ctx, Endpoint::Destination, real.addr[0], ttl).map(|_| ())
+        forward::rewrite_addr(ctx, flow.family, Endpoint::Destination, &real.addr, ttl).map(|_| ())
     })
 }
 
@@ -88,7 +100,7 @@ fn to_client(ctx: &XdpContext, flow: &Flow, reply: &Conn) -> u32 {
         return verdict(counter::PASS_TTL, XDP_PASS);
     }
     account(reply.real, u64::from(flow.ip_len), false);
-    if forward::rewrite_ip(ctx, Endpoint::Source, reply.vaddr[0], Ttl::Decrement).is_none() {
+    if forward::rewrite_addr(ctx, flow.family, Endpoint::Source, &reply.vaddr, Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     forward::back_to_client(ctx, reply)

@@ -13,9 +13,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    CONN_F_REPLY, Conn, IPPROTO_ICMP, counter, csum,
-    icmp::{self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IcmpError, IcmpHdr},
-    net::{ETH_HLEN, ETH_P_IP, EthHdr, Flow, IPV4_HLEN, Ipv4Hdr, ptr_at, reread_ipv4},
+    CONN_F_REPLY, Conn, IPPROTO_ICMP, IPPROTO_ICMPV6, counter, csum,
+    icmp::{self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, ICMPV6_PKT_TOOBIG, Icmp6Hdr, IcmpError, IcmpHdr},
+    net::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, ptr_at, reread_ipv4},
 };
 
 use crate::{
@@ -194,4 +194,71 @@ pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
     // SAFETY: bounds checked above.
     unsafe { (*icmp).check = !csum::fold(sum) };
     verdict(counter::ICMP_FRAG_NEEDED_SENT, XDP_TX)
+}
+
+/// What an ICMPv6 "packet too big" quotes here: the IPv6 header, its
+/// extension headers and 8 bytes of the upper layer (enough for the sender
+/// to find its socket), at most this many bytes. RFC 4443 allows up to the
+/// minimum MTU; the kernel needs no more than the headers.
+const MAX_QUOTE6: usize = 128;
+
+/// [`frag_needed`] for IPv6 (`icmpv6_send(ICMPV6_PKT_TOOBIG)`): `flow`'s
+/// packet, in place, becomes an ICMPv6 "packet too big" carrying `mtu`,
+/// from the address it was sent to, hop limit 64, within the same rate
+/// limit. The checksum covers the pseudo-header (RFC 8200 8.1).
+#[inline(always)]
+pub fn packet_too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
+    let Some(budget) = ICMP_BUDGET.get_ptr_mut(0) else {
+        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
+    };
+    // SAFETY: as in `frag_needed`.
+    if !unsafe { (*budget).take(bpf_ktime_get_ns()) } {
+        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
+    }
+    let frame = Frame(ctx);
+    let Some(eth) = ptr_at::<EthHdr>(&frame, 0) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let eth_in = unsafe { *eth };
+    let quote_len = (flow.l4_off - ETH_HLEN + 8).min(MAX_QUOTE6) & 0xff;
+    let frame_len = ctx.data_end() - ctx.data();
+    let cut = (ETH_HLEN + quote_len) as i32 - frame_len as i32;
+    // SAFETY: plain helper calls on our own context.
+    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV6_HLEN + ICMP_HLEN) as i32)) } != 0 {
+        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    }
+    let frame = Frame(ctx);
+    let (Some(eth), Some(ip), Some(icmp)) = (
+        ptr_at::<EthHdr>(&frame, 0),
+        ptr_at::<Ipv6Hdr>(&frame, ETH_HLEN),
+        ptr_at::<Icmp6Hdr>(&frame, ETH_HLEN + IPV6_HLEN),
+    ) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    let len = (ICMP_HLEN + quote_len) as u16;
+    // SAFETY: bounds checked above.
+    unsafe {
+        *eth = EthHdr { dst: eth_in.src, src: eth_in.dst, proto: ETH_P_IPV6.to_be() };
+        *ip = Ipv6Hdr {
+            vtc_flow: (6u32 << 28).to_be(),
+            payload_len: len.to_be(),
+            nexthdr: IPPROTO_ICMPV6,
+            hop_limit: 64,
+            saddr: flow.daddr,
+            daddr: flow.saddr,
+        };
+        *icmp = Icmp6Hdr { kind: ICMPV6_PKT_TOOBIG, code: 0, check: 0, mtu: mtu.to_be() };
+    }
+    let Some(sum) = icmp::sum::<{ ICMP_HLEN + MAX_QUOTE6 }>(&frame, ETH_HLEN + IPV6_HLEN, usize::from(len)) else {
+        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
+    };
+    let sum = sum + icmp::pseudo_header_sum6(&flow.daddr, &flow.saddr, len, IPPROTO_ICMPV6);
+    // SAFETY: bounds checked above.
+    unsafe { (*icmp).check = !csum::fold(sum) };
+    verdict(counter::ICMP6_TOO_BIG_SENT, XDP_TX)
 }

@@ -7,8 +7,8 @@ use aya::{
     programs::Xdp,
 };
 use lb_common::{
-    MAP_SCHEDULERS, PROG_CONNECT, PROG_DIRECTOR, PROG_FRAGMENT, PROG_ICMP, PROG_SCHEDULERS, SCHED_CONNECT, SLOT_FRAGMENT,
-    SLOT_ICMP,
+    MAP_SCHEDULERS, PROG_CONNECT, PROG_DIRECTOR, PROG_DIRECTOR6, PROG_FRAGMENT, PROG_ICMP, PROG_SCHEDULERS,
+    SCHED_CONNECT, SLOT_FRAGMENT, SLOT_ICMP, SLOT_IPV6,
 };
 
 use super::Error;
@@ -16,7 +16,8 @@ use super::Error;
 /// Loads `xlvs_director` and every scheduler program through the verifier,
 /// and fills `SCHEDULERS` so that a new connection reaches its scheduler
 /// (or `xlvs_connect`, when a persistence template names its real), ICMP
-/// reaches `xlvs_icmp` and a fragment past the first `xlvs_fragment`.
+/// reaches `xlvs_icmp`, a fragment past the first `xlvs_fragment` and IPv6
+/// `xlvs_director6`.
 ///
 /// Keep the returned table for as long as the director runs: the kernel
 /// empties a program array when user space closes its last handle on it.
@@ -30,7 +31,12 @@ pub fn load_director(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Error> {
     let map = ebpf.take_map(MAP_SCHEDULERS).ok_or(Error::Missing(MAP_SCHEDULERS))?;
     let mut table = ProgramArray::try_from(map).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
     let slots = PROG_SCHEDULERS.iter().map(|(id, name)| (u32::from(*id), *name));
-    let others = [(SCHED_CONNECT, PROG_CONNECT), (SLOT_ICMP, PROG_ICMP), (SLOT_FRAGMENT, PROG_FRAGMENT)];
+    let others = [
+        (SCHED_CONNECT, PROG_CONNECT),
+        (SLOT_ICMP, PROG_ICMP),
+        (SLOT_FRAGMENT, PROG_FRAGMENT),
+        (SLOT_IPV6, PROG_DIRECTOR6),
+    ];
     for (slot, name) in slots.chain(others) {
         let program = xdp(ebpf, name)?;
         program.load().map_err(|source| Error::Program { name, source })?;
