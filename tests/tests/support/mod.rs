@@ -421,17 +421,61 @@ pub fn icmp_echo(dst: [u8; 4]) -> Vec<u8> {
     out
 }
 
-/// Checks every checksum of an Ethernet/IPv4 frame from scratch: the IPv4
-/// header, and the TCP or UDP checksum (a UDP 0 means "none"); IP-in-IP is
-/// checked at both layers.
+/// Checks every checksum of an Ethernet/IPv4 or IPv6 frame from scratch:
+/// the IPv4 header, and the TCP, UDP (an IPv4 UDP 0 means "none") or ICMP
+/// checksum; a tunnelled packet is checked at both layers.
 pub fn assert_checksums(frame: &[u8], what: &str) {
     let (eth, ip) = Ethernet2Header::from_slice(frame).expect("an Ethernet header");
-    assert_eq!(
-        eth.ether_type,
-        EtherType::IPV4,
-        "{what}: the output is IPv4"
-    );
-    assert_ip_checksums(ip, what);
+    match eth.ether_type {
+        EtherType::IPV4 => assert_ip_checksums(ip, what),
+        EtherType::IPV6 => assert_ip6_checksums(ip, what),
+        other => panic!("{what}: the output is not IP but {other:?}"),
+    }
+}
+
+/// Whether an IPv6 packet has a fragment header among its extensions.
+fn has_fragment_header(ip: &[u8]) -> bool {
+    let (mut next, mut off) = (ip[6], 40);
+    while matches!(next, 0 | 43 | 60) && off + 2 <= ip.len() {
+        next = ip[off];
+        off += (usize::from(ip[off + 1]) + 1) * 8;
+    }
+    next == 44
+}
+
+/// IPv6: the upper layer's checksum over its pseudo-header (RFC 8200 8.1),
+/// summed here from the bytes, past any extension headers.
+fn assert_ip6_checksums(bytes: &[u8], what: &str) {
+    let ip = etherparse::Ipv6Slice::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("{what}: output IPv6 packet does not parse: {e}"));
+    let payload = ip.payload();
+    // etherparse 0.19's slice reads a fragment's offset with the wrong
+    // mask (it misses offsets below 256 bytes), so look for the header here.
+    if payload.fragmented || has_fragment_header(bytes) {
+        return;
+    }
+    let header = ip.header();
+    let body = payload.payload;
+    let pseudo_sum = |next: u8| {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&header.source());
+        pseudo.extend_from_slice(&header.destination());
+        pseudo.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, next]);
+        lb_common::csum::fold(lb_common::csum::sum_be(body, lb_common::csum::sum_be(&pseudo, 0)))
+    };
+    match payload.ip_number {
+        IpNumber::TCP | IpNumber::UDP | IpNumber::IPV6_ICMP => {
+            assert_eq!(pseudo_sum(payload.ip_number.0), 0xffff, "{what}: {:?} checksum", payload.ip_number);
+            if payload.ip_number == IpNumber::IPV6_ICMP && body.len() >= 48 {
+                // An error quotes an IPv6 header, which must parse.
+                etherparse::Ipv6Header::from_slice(&body[8..])
+                    .unwrap_or_else(|e| panic!("{what}: quoted IPv6 header does not parse: {e}"));
+            }
+        }
+        IpNumber(41) => assert_ip6_checksums(body, what),
+        other => panic!("{what}: unexpected IPv6 next header {other:?}"),
+    }
 }
 
 fn assert_ip_checksums(bytes: &[u8], what: &str) {
@@ -615,13 +659,26 @@ impl Lb {
 
     /// Adds an empty round-robin service and returns its id.
     pub fn add_service(&mut self, vip: [u8; 4], port: u16, proto: u8) -> u32 {
-        let id = u32::try_from(self.services.len()).expect("few services");
-        let key = ServiceKey {
+        self.add_service_key(ServiceKey {
             addr: v4_addr(vip),
             port: port_be(port),
             proto,
             family: AF_INET,
-        };
+        })
+    }
+
+    /// As [`Lb::add_service`], for an IPv6 VIP.
+    pub fn add_service6(&mut self, vip: [u8; 16], port: u16, proto: u8) -> u32 {
+        self.add_service_key(ServiceKey {
+            addr: lb_common::v6_addr(vip),
+            port: port_be(port),
+            proto,
+            family: lb_common::AF_INET6,
+        })
+    }
+
+    fn add_service_key(&mut self, key: ServiceKey) -> u32 {
+        let id = u32::try_from(self.services.len()).expect("few services");
         self.services.push(key);
         self.set_service(id, 0);
         self.array::<ServiceReals>(MAP_SERVICE_REALS)
@@ -686,11 +743,22 @@ impl Lb {
     }
 
     pub fn add_decap_vip(&mut self, vip: [u8; 4]) {
-        let key = VipKey {
+        self.add_decap_key(VipKey {
             addr: v4_addr(vip),
             family: AF_INET,
             _pad: [0; 3],
-        };
+        });
+    }
+
+    pub fn add_decap_vip6(&mut self, vip: [u8; 16]) {
+        self.add_decap_key(VipKey {
+            addr: lb_common::v6_addr(vip),
+            family: lb_common::AF_INET6,
+            _pad: [0; 3],
+        });
+    }
+
+    fn add_decap_key(&mut self, key: VipKey) {
         self.hash::<VipKey, u32>(MAP_DECAP_VIPS)
             .insert(key, 1, 0)
             .expect("insert DECAP_VIPS");
