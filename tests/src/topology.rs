@@ -47,6 +47,16 @@ pub const VIP_NAT: &str = "10.100.0.100";
 pub const VIP_DR: &str = "10.100.0.101";
 /// TUN (IPIP) virtual address (on the reals' `lo`).
 pub const VIP_TUN: &str = "10.100.0.102";
+/// The lab's IPv6 addresses ([`Topology::build_dual_stack`]), from the
+/// documentation prefix: the client's segment 2001:db8:c1::/64, the reals'
+/// 2001:db8:1::/64, the VIPs in 2001:db8:100::/64.
+pub const CLIENT_IP6: &str = "2001:db8:c1::2";
+pub const DIRECTOR_EXT_IP6: &str = "2001:db8:c1::1";
+pub const DIRECTOR_INT_IP6: &str = "2001:db8:1::1";
+pub const REAL_IPS6: [&str; 3] = ["2001:db8:1::11", "2001:db8:1::12", "2001:db8:1::13"];
+pub const VIP6_NAT: &str = "2001:db8:100::100";
+pub const VIP6_DR: &str = "2001:db8:100::101";
+pub const VIP6_TUN: &str = "2001:db8:100::102";
 /// Ports the real servers listen on.
 pub const REAL_TCP_PORTS: [u16; 2] = [8080, 80];
 pub const REAL_UDP_PORTS: [u16; 2] = [8080, 53];
@@ -107,6 +117,8 @@ pub struct Topology {
     extra: Vec<Netns>,
     ports: Vec<Port>,
     switch: Netns,
+    /// IPv6 addresses too ([`Topology::build_dual_stack`]).
+    ipv6: bool,
 }
 
 impl std::fmt::Debug for Topology {
@@ -170,6 +182,7 @@ impl Topology {
             extra: Vec::new(),
             ports: Vec::new(),
             switch,
+            ipv6: false,
         };
 
         // Client.
@@ -216,6 +229,51 @@ impl Topology {
                 "net.ipv4.conf.default.rp_filter=0",
                 "net.ipv4.conf.eth0.rp_filter=0",
             ])?;
+        }
+        Ok(topo)
+    }
+
+    /// The lab of [`Topology::build`] with IPv6 as well: every host has an
+    /// IPv6 address next to its IPv4 one (no duplicate address detection,
+    /// no router advertisements: all is static), the client and the reals
+    /// route IPv6 through the director, which forwards it, and the reals
+    /// hold the IPv6 DR and TUN VIPs on `lo` (Linux answers neighbour
+    /// solicitations only for the interface's own addresses, so nothing
+    /// like arp_ignore is needed). Realservers listen on both families.
+    pub fn build_dual_stack() -> Result<Topology> {
+        let mut topo = Self::build()?;
+        topo.ipv6 = true;
+        for br in [Segment::Ext.bridge(), Segment::Int.bridge()] {
+            // Flood neighbour discovery's multicast: no MLD querier here.
+            topo.switch.ip(&["link", "set", br, "type", "bridge", "mcast_snooping", "0"])?;
+        }
+        let client = topo.client.name().to_string();
+        let director = topo.director.name().to_string();
+        let hosts = [(client.as_str(), "eth0", CLIENT_IP6, Some(DIRECTOR_EXT_IP6))];
+        let director_ifs = [(director.as_str(), "ext", DIRECTOR_EXT_IP6, None), (director.as_str(), "int", DIRECTOR_INT_IP6, None)];
+        let reals: Vec<(String, &str)> = topo.reals.iter().map(|r| r.ns.name().to_string()).zip(REAL_IPS6).collect();
+        let real_ifs: Vec<(&str, &str, &str, Option<&str>)> =
+            reals.iter().map(|(ns, ip)| (ns.as_str(), "eth0", *ip, Some(DIRECTOR_INT_IP6))).collect();
+        for (ns_name, ifname, ip, gateway) in hosts.into_iter().chain(director_ifs).chain(real_ifs) {
+            let ns = topo.ns(ns_name).context("a host of this lab")?;
+            ns.sysctl(&[
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                &format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
+                &format!("net.ipv6.conf.{ifname}.accept_ra=0"),
+                &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
+                "net.ipv6.conf.lo.disable_ipv6=0",
+            ])?;
+            ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", ifname, "nodad"])?;
+            if let Some(gw) = gateway {
+                ns.ip(&["-6", "route", "add", "default", "via", gw])?;
+            }
+        }
+        topo.director.sysctl(&["net.ipv6.conf.all.forwarding=1"])?;
+        for real in &topo.reals {
+            for vip in [VIP6_DR, VIP6_TUN] {
+                real.ns.ip(&["-6", "addr", "add", &format!("{vip}/128"), "dev", "lo"])?;
+            }
         }
         Ok(topo)
     }
@@ -370,11 +428,13 @@ impl Topology {
         let r = self.reals.get(index).context("no such real")?;
         let (ns_name, name) = (r.ns.name().to_string(), r.name.clone());
         let mut args: Vec<String> = Vec::new();
+        // `[::]` takes IPv4 too (bindv6only is off).
+        let any = if self.ipv6 { "[::]" } else { "0.0.0.0" };
         for p in REAL_TCP_PORTS {
-            args.extend(["--tcp".into(), format!("0.0.0.0:{p}")]);
+            args.extend(["--tcp".into(), format!("{any}:{p}")]);
         }
         for p in REAL_UDP_PORTS {
-            args.extend(["--udp".into(), format!("0.0.0.0:{p}")]);
+            args.extend(["--udp".into(), format!("{any}:{p}")]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -40,6 +40,14 @@ fn next_source_port() -> u16 {
     (10_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 22_000) as u16
 }
 
+/// The wildcard address of `addr`'s family, to bind a client socket to.
+fn unspecified(addr: SocketAddr) -> std::net::IpAddr {
+    match addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
 fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let s = connect_from_fresh_port(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(TIMEOUT))?;
@@ -173,7 +181,7 @@ fn tally(ns: &Netns, n: usize, one: impl Fn() -> Result<String> + Send + Sync) -
 pub fn udp_query_sized(ns: &Netns, addr_s: &str, size: usize) -> Result<String> {
     let a = addr(addr_s)?;
     ns.run_in(|| -> Result<String> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(SocketAddr::new(unspecified(a), 0))?;
         query_with(&s, a, &vec![b'q'; size])
     })?
 }
@@ -183,7 +191,7 @@ pub fn udp_query_sized(ns: &Netns, addr_s: &str, size: usize) -> Result<String> 
 pub fn udp_query(ns: &Netns, addr_s: &str) -> Result<String> {
     let a = addr(addr_s)?;
     ns.run_in(|| -> Result<String> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(SocketAddr::new(unspecified(a), 0))?;
         query_on(&s, a)
     })?
 }
@@ -218,7 +226,7 @@ fn query_with(s: &UdpSocket, a: SocketAddr, query: &[u8]) -> Result<String> {
 pub fn udp_distribution(ns: &Netns, addr_s: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     let a = addr(addr_s)?;
     tally(ns, n, || {
-        UdpSocket::bind("0.0.0.0:0")
+        UdpSocket::bind(SocketAddr::new(unspecified(a), 0))
             .map_err(anyhow::Error::from)
             .and_then(|s| query_on(&s, a))
     })
@@ -354,8 +362,8 @@ fn connect_from_fresh_port(addr: SocketAddr) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let mut last = None;
     for _ in 0..100 {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        let local = SocketAddr::from(([0, 0, 0, 0], next_source_port()));
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let local = SocketAddr::new(unspecified(addr), next_source_port());
         if let Err(e) = socket.bind(&SockAddr::from(local)) {
             last = Some(e);
             continue;
