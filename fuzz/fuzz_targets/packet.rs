@@ -90,7 +90,7 @@ fuzz_target!(|frame: &[u8]| {
                 assert!(matches!(frame[outer.l4_off], 3 | 4 | 11), "an error type");
                 assert!(matches!(error.proto, IPPROTO_TCP | IPPROTO_UDP));
                 assert!(error.quote_l4_off + 8 <= 14 + usize::from(outer.ip_len), "the quote holds 8 bytes of L4");
-                let _ = icmp::checksum_ok(&pkt, &error);
+                let _ = icmp::checksum_ok(&pkt, &outer, &error);
             }
         }
         Err(ParseError::NotIp) => assert!(frame.len() >= 14 && frame[12..14] != [0x08, 0x00]),

@@ -1,5 +1,5 @@
-//! ICMP errors about connections, as IPVS handles them (`ip_vs_in_icmp`,
-//! `ip_vs_out_icmp`): the error quotes the packet it is about, and the
+//! ICMP and ICMPv6 errors about connections, as IPVS handles them
+//! (`ip_vs_in_icmp`, `ip_vs_out_icmp` and their `_v6` twins): the error quotes the packet it is about, and the
 //! quoted header, read backwards, names the connection. Also the checksum
 //! arithmetic over a run of packet bytes that checking and building ICMP
 //! messages needs.
@@ -7,8 +7,8 @@
 use core::mem::size_of;
 
 use crate::{
-    ConnKey, IPPROTO_TCP, IPPROTO_UDP, csum,
-    net::{ETH_HLEN, Flow, IPV4_HLEN, Ipv4Hdr, Packet, ptr_at},
+    ConnKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, csum,
+    net::{ETH_HLEN, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, ptr_at},
 };
 
 pub const ICMP_DEST_UNREACH: u8 = 3;
@@ -112,8 +112,10 @@ pub struct IcmpError {
     pub quote_off: usize,
     pub quote_l4_off: usize,
     pub proto: u8,
-    pub saddr: u32,
-    pub daddr: u32,
+    /// The quoted packet's family, and its addresses (IPv4 in word 0).
+    pub family: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
     pub sport: u16,
     pub dport: u16,
 }
@@ -123,14 +125,14 @@ impl IcmpError {
     /// going the other way (the VIP's to the client, or the client's to a
     /// NAT real), so its endpoints are swapped.
     #[must_use]
-    pub fn conn_key(&self, family: u8) -> ConnKey {
+    pub fn conn_key(&self) -> ConnKey {
         ConnKey {
-            saddr: [self.daddr, 0, 0, 0],
-            daddr: [self.saddr, 0, 0, 0],
+            saddr: self.daddr,
+            daddr: self.saddr,
             sport: self.dport,
             dport: self.sport,
             proto: self.proto,
-            family,
+            family: self.family,
             _pad: [0; 2],
         }
     }
@@ -190,6 +192,57 @@ pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnEr
         quote_off,
         quote_l4_off,
         proto: quote.proto,
+        family: crate::AF_INET,
+        saddr: [quote.saddr, 0, 0, 0],
+        daddr: [quote.daddr, 0, 0, 0],
+        sport,
+        dport,
+    })
+}
+
+/// The ICMPv6 errors IPVS relays (`ip_vs_in_icmp_v6`): destination
+/// unreachable, packet too big, time exceeded.
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+pub const ICMPV6_TIME_EXCEED: u8 = 3;
+
+/// [`parse_error`] for ICMPv6, in the message that `outer` (from
+/// [`crate::net::parse_ipv6`], next header 58) carries. The quote must be
+/// an IPv6 header directly followed by TCP or UDP (a quote with extension
+/// headers names no connection here: `NoPorts`, the kernel's).
+#[inline(always)]
+pub fn parse_error6(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnError> {
+    let icmp_off = outer.l4_off;
+    let icmp_len = usize::from(outer.ip_len) - (icmp_off - ETH_HLEN);
+    let icmp: *const Icmp6Hdr = ptr_at(pkt, icmp_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: ptr_at checked the bounds.
+    let kind = unsafe { (*icmp).kind };
+    if !matches!(kind, ICMPV6_DEST_UNREACH | ICMPV6_PKT_TOOBIG | ICMPV6_TIME_EXCEED) {
+        return Err(NotAnError::OtherType);
+    }
+    if icmp_len > MAX_ICMP_LEN || ICMP_HLEN + IPV6_HLEN + 8 > icmp_len {
+        return Err(NotAnError::BadQuote);
+    }
+    let quote_off = icmp_off + ICMP_HLEN;
+    let quote: *const Ipv6Hdr = ptr_at(pkt, quote_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: as above.
+    let quote = unsafe { *quote };
+    if u32::from_be(quote.vtc_flow) >> 28 != 6 {
+        return Err(NotAnError::BadQuote);
+    }
+    if !matches!(quote.nexthdr, IPPROTO_TCP | IPPROTO_UDP) {
+        return Err(NotAnError::NoPorts);
+    }
+    let quote_l4_off = quote_off + IPV6_HLEN;
+    let ports: *const [u16; 2] = ptr_at(pkt, quote_l4_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: as above.
+    let [sport, dport] = unsafe { *ports };
+    Ok(IcmpError {
+        icmp_off,
+        icmp_len,
+        quote_off,
+        quote_l4_off,
+        proto: quote.nexthdr,
+        family: crate::AF_INET6,
         saddr: quote.saddr,
         daddr: quote.daddr,
         sport,
@@ -236,10 +289,16 @@ pub fn sum<const MAX: usize>(pkt: &impl Packet, off: usize, len: usize) -> Optio
 }
 
 /// Whether the ICMP message of `error` sums to 0xffff: its checksum is
-/// right. IPVS drops a relayed error whose checksum is wrong.
+/// right. IPVS drops a relayed error whose checksum is wrong. ICMPv6's
+/// covers the pseudo-header of `outer` as well.
 #[inline(always)]
-pub fn checksum_ok(pkt: &impl Packet, error: &IcmpError) -> bool {
-    sum::<MAX_ICMP_LEN>(pkt, error.icmp_off, error.icmp_len).is_some_and(|s| csum::fold(s) == 0xffff)
+pub fn checksum_ok(pkt: &impl Packet, outer: &Flow, error: &IcmpError) -> bool {
+    let pseudo = if error.family == crate::AF_INET6 {
+        pseudo_header_sum6(&outer.saddr, &outer.daddr, error.icmp_len as u16, IPPROTO_ICMPV6)
+    } else {
+        0
+    };
+    sum::<MAX_ICMP_LEN>(pkt, error.icmp_off, error.icmp_len).is_some_and(|s| csum::fold(s + pseudo) == 0xffff)
 }
 
 #[cfg(test)]
@@ -260,10 +319,58 @@ mod tests {
         // Native-order words sum to the byte-swapped big-endian sum.
         assert_eq!(u16::from_be(got), want);
     }
-    use crate::{
-        AF_INET,
-        net::{Aligned, ETH_P_IP, ParseError, parse, parse_ipv4},
-    };
+    use crate::net::{Aligned, ETH_P_IP, ETH_P_IPV6, ParseError, parse, parse6, parse_ipv4, parse_ipv6};
+
+    #[test]
+    fn an_icmpv6_error_names_the_connection_from_its_quote() {
+        let vip = [0x20u8, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let client = [0x20u8, 1, 0x0d, 0xb8, 0, 0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        let router = [0x20u8, 1, 0x0d, 0xb8, 0, 0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        // The VIP's segment to the client, quoted: IPv6 header + 8 bytes.
+        let mut quote = std::vec![0x60u8, 0, 0, 0, 0, 20, IPPROTO_TCP, 63];
+        quote.extend_from_slice(&vip);
+        quote.extend_from_slice(&client);
+        quote.extend_from_slice(&80u16.to_be_bytes());
+        quote.extend_from_slice(&40000u16.to_be_bytes());
+        quote.extend_from_slice(&[0, 0, 0, 1]);
+        let mut icmp = std::vec![ICMPV6_PKT_TOOBIG, 0, 0, 0, 0, 0, 0x05, 0x00];
+        icmp.extend_from_slice(&quote);
+        let mut frame = std::vec![0u8; 12];
+        frame.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        frame.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[IPPROTO_ICMPV6, 64]);
+        frame.extend_from_slice(&router);
+        frame.extend_from_slice(&vip);
+        let mut pseudo = std::vec::Vec::new();
+        pseudo.extend_from_slice(&router);
+        pseudo.extend_from_slice(&vip);
+        pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+        let check = !crate::csum::fold(crate::csum::sum_be(&icmp, crate::csum::sum_be(&pseudo, 0)));
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        frame.extend_from_slice(&icmp);
+        let aligned = Aligned::new(&frame);
+        let pkt = aligned.bytes();
+        assert_eq!(parse6(&pkt), Err(ParseError::Icmp));
+        let outer = parse_ipv6(&pkt).unwrap();
+        let error = parse_error6(&pkt, &outer).unwrap();
+        let key = error.conn_key();
+        assert_eq!((key.saddr, key.daddr), (crate::v6_addr(client), crate::v6_addr(vip)));
+        assert_eq!((u16::from_be(key.sport), u16::from_be(key.dport), key.family), (40000, 80, crate::AF_INET6));
+        assert!(checksum_ok(&pkt, &outer, &error), "the checksum covers the pseudo-header");
+        let mut bad = frame.clone();
+        bad[14 + 8] ^= 1; // the outer source: in the pseudo-header only
+        let bad = Aligned::new(&bad);
+        let bad_outer = parse_ipv6(&bad.bytes()).unwrap();
+        assert!(!checksum_ok(&bad.bytes(), &bad_outer, &error));
+        // Informational messages and quotes without ports are the kernel's.
+        frame[14 + 40] = 128;
+        assert_eq!(parse_error6(&Aligned::new(&frame).bytes(), &outer), Err(NotAnError::OtherType));
+        frame[14 + 40] = ICMPV6_PKT_TOOBIG;
+        frame[14 + 40 + 8 + 6] = 44;
+        assert_eq!(parse_error6(&Aligned::new(&frame).bytes(), &outer), Err(NotAnError::NoPorts));
+    }
 
     /// An IPv4 header (20 bytes) with a correct checksum.
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload_len: usize) -> std::vec::Vec<u8> {
@@ -321,16 +428,17 @@ mod tests {
         let frame = icmp_frame(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, &quoted_tcp());
         let error = parse_frame(&frame).unwrap();
         assert_eq!((error.icmp_off, error.icmp_len, error.quote_off, error.quote_l4_off), (34, 36, 42, 62));
-        let key = error.conn_key(AF_INET);
+        let key = error.conn_key();
         assert_eq!(key.saddr[0].to_ne_bytes(), CLIENT, "the client sent the connection's first packet");
         assert_eq!(key.daddr[0].to_ne_bytes(), VIP);
         assert_eq!((u16::from_be(key.sport), u16::from_be(key.dport)), (40000, 80));
         assert_eq!(key.proto, IPPROTO_TCP);
         let aligned = Aligned::new(&frame);
-        assert!(checksum_ok(&aligned.bytes(), &error));
+        assert!(checksum_ok(&aligned.bytes(), &parse_ipv4(&aligned.bytes()).unwrap(), &error));
         let mut bad = frame.clone();
         bad[40] ^= 1;
-        assert!(!checksum_ok(&Aligned::new(&bad).bytes(), &error), "a flipped bit fails the checksum");
+        let bad_bytes = Aligned::new(&bad);
+        assert!(!checksum_ok(&bad_bytes.bytes(), &parse_ipv4(&bad_bytes.bytes()).unwrap(), &error), "a flipped bit fails the checksum");
     }
 
     #[test]

@@ -45,24 +45,19 @@ fn run(ctx: &XdpContext) -> u32 {
             let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_IPV6) };
             verdict(counter::PASS_NOT_IP, XDP_PASS)
         }
-        Err(ParseError::Icmp) => {
-            // SAFETY: a tail call; on success it does not return.
-            let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_ICMP) };
-            verdict(counter::PASS_ICMP, XDP_PASS)
-        }
         Err(error) => refused(ctx, error),
     }
 }
 
 /// The director for IPv6 frames, tail-called by `xlvs_director` (which has
-/// checked the standby switch): the same rules over `parse6`. ICMPv6 is the
-/// kernel's (neighbour discovery above all).
+/// checked the standby switch): the same rules over `parse6`. ICMPv6 goes
+/// to `xlvs_icmp` too, which relays the errors about connections and
+/// leaves the rest (neighbour discovery above all) to the kernel.
 #[xdp]
 pub fn xlvs_director6(ctx: XdpContext) -> u32 {
     let ctl = DIRECTOR_CTL.get(0).copied().unwrap_or_default();
     match parse6(&Frame(&ctx)) {
         Ok(flow) => forward_flow(&ctx, &flow, &ctl),
-        Err(ParseError::Icmp) => verdict(counter::PASS_ICMP, XDP_PASS),
         Err(error) => refused(&ctx, error),
     }
 }
@@ -79,7 +74,11 @@ fn refused(ctx: &XdpContext, error: ParseError) -> u32 {
     match error {
         ParseError::NotIp => verdict(counter::PASS_NOT_IP, XDP_PASS),
         ParseError::NotTcpUdp => verdict(counter::PASS_NOT_VIP, XDP_PASS),
-        ParseError::Icmp => verdict(counter::PASS_ICMP, XDP_PASS),
+        ParseError::Icmp => {
+            // SAFETY: a tail call; on success it does not return.
+            let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_ICMP) };
+            verdict(counter::PASS_ICMP, XDP_PASS)
+        }
         ParseError::Fragment => {
             // SAFETY: a tail call; on success it does not return.
             let _ = unsafe { SCHEDULERS.tail_call(ctx, SLOT_FRAGMENT) };

@@ -13,9 +13,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    CONN_F_REPLY, Conn, IPPROTO_ICMP, IPPROTO_ICMPV6, counter, csum,
+    AF_INET6, CONN_F_REPLY, Conn, IPPROTO_ICMP, IPPROTO_ICMPV6, counter, csum,
     icmp::{self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, ICMPV6_PKT_TOOBIG, Icmp6Hdr, IcmpError, IcmpHdr},
-    net::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, ptr_at, reread_ipv4},
+    net::{
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, parse_ipv6, ptr_at,
+        reread_ipv4,
+    },
 };
 
 use crate::{
@@ -32,24 +35,21 @@ pub fn xlvs_icmp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn relay(ctx: &XdpContext) -> u32 {
     let frame = Opaque(ctx);
-    // The director has checked the IPv4 header; this is to find it again.
-    let Some(outer) = reread_ipv4(&frame) else {
-        return verdict(counter::PASS_ICMP, XDP_PASS);
-    };
-    let Ok(error) = icmp::parse_error(&frame, &outer) else {
+    // The director has checked the IP header; this is to find it again.
+    let Some((outer, error)) = read_error(&frame) else {
         return verdict(counter::PASS_ICMP, XDP_PASS);
     };
     // An error goes to the quoted packet's sender; one that does not is
     // about no packet of ours.
-    if outer.daddr[0] != error.saddr {
+    if outer.daddr != error.saddr {
         return verdict(counter::PASS_ICMP, XDP_PASS);
     }
-    let Some(conn) = CONNS.get_ptr(&error.conn_key(outer.family)) else {
+    let Some(conn) = CONNS.get_ptr(&error.conn_key()) else {
         return verdict(counter::PASS_ICMP, XDP_PASS);
     };
     // SAFETY: a live map value, copied out.
     let conn = unsafe { *conn };
-    if !icmp::checksum_ok(&frame, &error) {
+    if !icmp::checksum_ok(&frame, &outer, &error) {
         return verdict(counter::DROP_ICMP_CHECKSUM, XDP_DROP);
     }
     let action = if conn.flags & CONN_F_REPLY != 0 {
@@ -64,6 +64,22 @@ fn relay(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// The outer header of an ICMP or ICMPv6 message and the error it carries,
+/// if it is an error about a TCP or UDP packet.
+#[inline(always)]
+fn read_error(frame: &Opaque) -> Option<(Flow, IcmpError)> {
+    let eth: *const EthHdr = ptr_at(frame, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).proto } == ETH_P_IPV6.to_be() {
+        let outer = parse_ipv6(frame).ok().filter(|f| f.proto == IPPROTO_ICMPV6)?;
+        let error = icmp::parse_error6(frame, &outer).ok()?;
+        return Some((outer, error));
+    }
+    let outer = reread_ipv4(frame)?;
+    let error = icmp::parse_error(frame, &outer).ok()?;
+    Some((outer, error))
+}
+
 /// An error about a packet the VIP sent (a router on the way to the client
 /// reporting it, say): it goes to the connection's real by the
 /// connection's method. NAT also puts the real in place of the VIP in both
@@ -72,7 +88,7 @@ fn relay(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn to_real(ctx: &XdpContext, outer: &Flow, error: &IcmpError, conn: &Conn) -> u32 {
     forward::to_conn_real(ctx, outer, conn, |real, ttl| {
-        rewrite(ctx, error, Endpoint::Destination, real.addr[0], real.port, ttl)
+        rewrite(ctx, outer, error, Endpoint::Destination, &real.addr, real.port, ttl)
     })
 }
 
@@ -84,7 +100,7 @@ fn to_client(ctx: &XdpContext, outer: &Flow, error: &IcmpError, reply: &Conn) ->
         return verdict(counter::PASS_TTL, XDP_PASS);
     }
     account(reply.real, u64::from(outer.ip_len), false);
-    if rewrite(ctx, error, Endpoint::Source, reply.vaddr[0], reply.vport, Ttl::Decrement).is_none() {
+    if rewrite(ctx, outer, error, Endpoint::Source, &reply.vaddr, reply.vport, Ttl::Decrement).is_none() {
         return verdict(counter::DROP_TRUNCATED, XDP_DROP);
     }
     forward::back_to_client(ctx, reply)
@@ -93,10 +109,23 @@ fn to_client(ctx: &XdpContext, outer: &Flow, error: &IcmpError, reply: &Conn) ->
 /// NAT for an ICMP error (`ip_vs_nat_icmp`): the outer header's `which`
 /// address becomes `addr`; the quoted packet went the other way, so its
 /// other endpoint gets `addr` and `port`. The quoted IPv4 checksum and the
-/// ICMP checksum follow incrementally. The quoted L4 checksum is left as
-/// it is, as IPVS leaves it: nobody checks a quote's.
+/// ICMP checksum follow incrementally (ICMPv6's covers the outer addresses
+/// too, through its pseudo-header). The quoted L4 checksum is left as it
+/// is, as IPVS leaves it: nobody checks a quote's.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, error: &IcmpError, which: Endpoint, addr: u32, port: u16, ttl: Ttl) -> Option<()> {
+fn rewrite(
+    ctx: &XdpContext,
+    outer: &Flow,
+    error: &IcmpError,
+    which: Endpoint,
+    addr: &[u32; 4],
+    port: u16,
+    ttl: Ttl,
+) -> Option<()> {
+    if error.family == AF_INET6 {
+        return rewrite6(ctx, outer, error, which, addr, port, ttl);
+    }
+    let addr = addr[0];
     let frame = Opaque(ctx);
     let quoted = which.other();
     let icmp_check: *mut u16 = ptr_at(&frame, error.icmp_off + 2)?;
@@ -115,6 +144,37 @@ fn rewrite(ctx: &XdpContext, error: &IcmpError, which: Endpoint, addr: u32, port
         *quote_port = port;
         let check = csum::replace4(*icmp_check, old_addr, addr);
         let check = csum::replace2(check, old_quote_check, quote_check);
+        *icmp_check = csum::replace2(check, old_port, port);
+    }
+    Some(())
+}
+
+/// [`rewrite`] for ICMPv6: no quoted header checksum, and the outer
+/// address is in the checksum through the pseudo-header.
+#[inline(always)]
+fn rewrite6(
+    ctx: &XdpContext,
+    outer: &Flow,
+    error: &IcmpError,
+    which: Endpoint,
+    addr: &[u32; 4],
+    port: u16,
+    ttl: Ttl,
+) -> Option<()> {
+    let frame = Opaque(ctx);
+    let quoted = which.other();
+    let icmp_check: *mut u16 = ptr_at(&frame, error.icmp_off + 2)?;
+    let quote_addr: *mut [u32; 4] = ptr_at(&frame, error.quote_off + quoted.addr6_offset())?;
+    let quote_port: *mut u16 = ptr_at(&frame, error.quote_l4_off + quoted.port_offset())?;
+    let old_outer = forward::rewrite_addr(ctx, outer.family, which, addr, ttl)?;
+    // SAFETY: every pointer above was bounds checked by `ptr_at`.
+    unsafe {
+        let old_quoted = *quote_addr;
+        *quote_addr = *addr;
+        let old_port = *quote_port;
+        *quote_port = port;
+        let check = csum::replace16(*icmp_check, &old_outer, addr);
+        let check = csum::replace16(check, &old_quoted, addr);
         *icmp_check = csum::replace2(check, old_port, port);
     }
     Some(())

@@ -769,13 +769,14 @@ fn arp_passes_untouched() {
     lb.assert_counters(&[(counter::PASS_NOT_IP, 1)], "ARP");
 }
 
-/// IPv6 is not handled by this data plane: passed untouched.
+/// IPv6 for no IPv6 service is the kernel's, untouched (tests/tests/ipv6.rs
+/// has the IPv6 services).
 #[test]
-fn ipv6_passes_untouched() {
+fn ipv6_for_no_service_passes_untouched() {
     let lb = Lb::new();
     let syn = ipv6_syn();
     lb.expect("IPv6 SYN", &syn, XDP_PASS, &syn);
-    lb.assert_counters(&[(counter::PASS_NOT_IP, 1)], "IPv6");
+    lb.assert_counters(&[(counter::PASS_NOT_VIP, 1)], "IPv6");
 }
 
 /// A TCP segment for a VIP with no connection that is not a SYN is the

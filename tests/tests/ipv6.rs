@@ -381,3 +381,103 @@ fn fragments_follow_their_first_and_persistence_keys_on_the_prefix() {
     let elsewhere = P6::tcp((ip6(0x2001_0db8_00c2, 7), 41002), (VIP6, HTTP), SYN);
     lb.expect("persistent, another /64", &elsewhere.frame(&[]), XDP_TX, &elsewhere.nat_to(REAL6_2, REAL_HTTP).frame(&[]));
 }
+
+/// An ICMPv6 error from `from` to `to` of `kind` (code 0, `word` in the
+/// second half of its header) quoting `quote` (an IPv6 packet, cut to
+/// `quote_len`), with its checksum over the pseudo-header.
+fn icmp6_error(macs: ([u8; 6], [u8; 6]), from: [u8; 16], to: [u8; 16], kind: u8, word: u32, quote: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0];
+    icmp.extend_from_slice(&word.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&from);
+    pseudo.extend_from_slice(&to);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let sum = lb_common::csum::sum_be(&icmp, lb_common::csum::sum_be(&pseudo, 0));
+    icmp[2..4].copy_from_slice(&(!lb_common::csum::fold(sum)).to_be_bytes());
+    let mut f = eth_header(macs.0, macs.1, EtherType::IPV6);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&to);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn icmpv6_errors_reach_the_connection_and_nat_rewrites_them() {
+    let mut lb = Lb::new();
+    let http = lb.add_service6(VIP6, HTTP, IPPROTO_TCP);
+    lb.add_real(http, real6(REAL6_1, REAL_HTTP, FWD_NAT));
+    let dns = lb.add_service6(VIP6, DNS, IPPROTO_UDP);
+    lb.add_real(dns, real6(REAL6_2, REAL_DNS, FWD_NAT));
+    let dr = lb.add_service6(VIP6, 443, IPPROTO_TCP);
+    lb.add_real(dr, real6(REAL6_2, 443, FWD_DR));
+    let client = (CLIENT6, 40000);
+    for syn in [P6::tcp(client, (VIP6, HTTP), SYN), P6::tcp(client, (VIP6, 443), SYN)] {
+        assert_eq!(lb.run(&syn.frame(&[])).0, XDP_TX);
+    }
+    let query = P6::udp((CLIENT6, 5000), (VIP6, DNS));
+    assert_eq!(lb.run(&query.frame(b"q")).0, XDP_TX);
+    let router = ip6(0x2001_0db8_00c1, 1);
+
+    // A router on the way to the client: "packet too big" about the VIP's
+    // segment. NAT sends it to the real as if the real had been quoted.
+    let from_vip = P6 { macs: (DIRECTOR_MAC, ROUTER_MAC), ..P6::tcp((VIP6, HTTP), client, ACK) }.frame(&[0; 1400]);
+    let quote = &from_vip[14..14 + 40 + 8];
+    let ptb = icmp6_error((ROUTER_MAC, DIRECTOR_MAC), router, VIP6, 2, 1400, quote);
+    let as_real_sent = P6 { macs: (DIRECTOR_MAC, ROUTER_MAC), ..P6::tcp((REAL6_1, REAL_HTTP), client, ACK) }.frame(&[0; 1400]);
+    let mut want = icmp6_error((DIRECTOR_REAL_MAC, real6_mac(REAL6_1)), router, REAL6_1, 2, 1400, &as_real_sent[14..14 + 48]);
+    want[14 + 7] = 63; // forwarded: one hop less (not in the checksum)
+    lb.expect("NAT packet too big", &ptb, XDP_TX, &want);
+
+    // Direct routing: the same error goes to the real unchanged but for
+    // the MACs.
+    let from_vip = P6 { macs: (DIRECTOR_MAC, ROUTER_MAC), ..P6::tcp((VIP6, 443), client, ACK) }.frame(&[]);
+    let ptb = icmp6_error((ROUTER_MAC, DIRECTOR_MAC), router, VIP6, 2, 1280, &from_vip[14..14 + 48]);
+    let mut relayed = ptb.clone();
+    relayed[..12].copy_from_slice(&[real6_mac(REAL6_2), DIRECTOR_REAL_MAC].concat());
+    lb.expect("DR packet too big", &ptb, XDP_TX, &relayed);
+
+    // A NAT real's "port unreachable" about the client's query goes back
+    // to the client from the VIP, quoting the query as the client sent it.
+    let to_real = query.nat_to(REAL6_2, REAL_DNS).frame(b"q");
+    let unreach = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &to_real[14..14 + 48]);
+    let sent = query.frame(b"q");
+    let mut back = icmp6_error((DIRECTOR_MAC, ROUTER_MAC), VIP6, CLIENT6, 1, 0, &sent[14..14 + 48]);
+    back[14 + 7] = 63;
+    // The quote keeps the hop limit the real saw (63) and its UDP checksum.
+    back[14 + 48 + 7] = 63;
+    let (action, out) = lb.run(&unreach);
+    assert_eq!(action, XDP_TX, "back to the client");
+    let blank = |f: &[u8]| {
+        let mut f = f.to_vec();
+        f[14 + 42..14 + 44].copy_from_slice(&[0, 0]);
+        f[14 + 48 + 46..14 + 48 + 48].copy_from_slice(&[0, 0]);
+        f
+    };
+    assert_eq!(blank(&out), blank(&back), "outer source, quoted destination and port are the VIP's");
+    assert_checksums(&out, "relayed port unreachable");
+
+    // A wrong checksum is dropped; echo and errors about nothing go to
+    // the kernel.
+    let mut bad = ptb.clone();
+    bad[14 + 40 + 9] ^= 1;
+    lb.expect("bad ICMPv6 checksum", &bad, XDP_DROP, &bad);
+    let stranger = P6 { macs: (DIRECTOR_MAC, ROUTER_MAC), ..P6::tcp((VIP6, HTTP), (CLIENT6, 1), ACK) }.frame(&[]);
+    let about_nothing = icmp6_error((ROUTER_MAC, DIRECTOR_MAC), router, VIP6, 2, 1280, &stranger[14..14 + 48]);
+    lb.expect("about no connection", &about_nothing, XDP_PASS, &about_nothing);
+    let solicit = icmp6_error((ROUTER_MAC, DIRECTOR_MAC), router, VIP6, 135, 0, &VIP6);
+    lb.expect("neighbour solicitation", &solicit, XDP_PASS, &solicit);
+    lb.assert_counters(
+        &[
+            (counter::CONN_NEW, 3),
+            (counter::ICMP_RELAYED, 3),
+            (counter::DROP_ICMP_CHECKSUM, 1),
+            (counter::PASS_ICMP, 2),
+        ],
+        "ICMPv6",
+    );
+}
