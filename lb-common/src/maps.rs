@@ -527,7 +527,10 @@ pub mod counter {
     /// Tunnelling over IPv6: a packet that the outer header would take past
     /// the path MTU, answered with ICMPv6 "packet too big".
     pub const ICMP6_TOO_BIG_SENT: u32 = 30;
-    pub const COUNT: u32 = 31;
+    /// Traffic for a VIP from a source no host can have
+    /// (`net::martian_source`): dropped, as the kernel drops martians.
+    pub const DROP_MARTIAN: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -562,6 +565,7 @@ pub mod counter {
         "drop_icmp_ratelimit",
         "pass_ipv6_ext",
         "icmp6_too_big_sent",
+        "drop_martian",
     ];
 }
 

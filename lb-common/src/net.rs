@@ -578,6 +578,26 @@ fn parse_l4(pkt: &impl Packet, mut flow: Flow) -> Result<Flow, ParseError> {
     Ok(flow)
 }
 
+/// A source address no host can have, which the kernel drops as a martian
+/// (`ip_route_input_slow`, `ip6_rcv_core`): IPv4 0/8, 127/8, multicast and
+/// the limited broadcast; IPv6 unspecified, loopback, multicast and
+/// IPv4-mapped. DHCP's 0.0.0.0 never asks a VIP.
+#[inline(always)]
+#[must_use]
+pub const fn martian_source(family: u8, saddr: &[u32; 4]) -> bool {
+    // The words hold wire-order bytes: compare them in that order.
+    let first = u32::from_be(saddr[0]);
+    if family != AF_INET6 {
+        let top = first >> 24;
+        return top == 0 || top == 127 || top >= 224 && top < 240 || first == u32::MAX;
+    }
+    let rest_zero = saddr[1] == 0 && saddr[2] == 0;
+    let last = u32::from_be(saddr[3]);
+    first >> 24 == 0xff
+        || (first == 0 && rest_zero && (last == 0 || last == 1))
+        || (first == 0 && saddr[1] == 0 && u32::from_be(saddr[2]) == 0xffff)
+}
+
 /// TCP flag combinations that no TCP sends in any state: SYN with FIN or
 /// RST, FIN with RST, or none of SYN, FIN, RST and ACK (a "null" or
 /// URG/PSH-only segment). A segment for a VIP with these is dropped
@@ -865,6 +885,24 @@ mod tests {
         // Any amount of trailing bytes: the IP packet is what counts.
         p.resize(1500, 0xee);
         assert_eq!(parse_bytes(&p).unwrap(), f);
+    }
+
+    #[test]
+    fn martian_sources() {
+        let v4 = |o: [u8; 4]| martian_source(AF_INET, &crate::v4_addr(o));
+        for o in [[0, 0, 0, 0], [0, 1, 2, 3], [127, 0, 0, 1], [224, 0, 0, 18], [239, 255, 255, 250], [255, 255, 255, 255]] {
+            assert!(v4(o), "{o:?}");
+        }
+        for o in [[1, 0, 0, 0], [10, 1, 0, 2], [126, 255, 255, 255], [128, 0, 0, 1], [223, 255, 255, 255], [240, 0, 0, 1], [255, 255, 255, 254]] {
+            assert!(!v4(o), "{o:?}");
+        }
+        let v6 = |s: &str| martian_source(AF_INET6, &crate::v6_addr(s.parse::<std::net::Ipv6Addr>().unwrap().octets()));
+        for a in ["::", "::1", "ff02::1", "ff05::2", "::ffff:10.1.0.2"] {
+            assert!(v6(a), "{a}");
+        }
+        for a in ["2001:db8::1", "fe80::1", "::2", "fd00::1", "64:ff9b::a01:2", "feff::1"] {
+            assert!(!v6(a), "{a}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use lb_common::{
     CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, DirectorCtl, IPPROTO_TCP, RangeData, Service, ServiceKey,
     Stats, SLOT_FRAGMENT, SLOT_ICMP, SLOT_IPV6, SyncEvent, counter, sync_due,
     net::{
-        ETH_P_IPV6, EthHdr, Flow, ParseError, TCP_RST, TCP_SYN, parse, parse6, ptr_at, tcp_flags_impossible,
+        ETH_P_IPV6, EthHdr, Flow, ParseError, TCP_RST, TCP_SYN, martian_source, parse, parse6, ptr_at, tcp_flags_impossible,
         tcp_flags_invalid_untracked,
     },
     range_prefix_len,
@@ -151,6 +151,11 @@ fn forward_flow(ctx: &XdpContext, flow: &Flow, ctl: &DirectorCtl) -> u32 {
     let Some(service) = find_service(&service_key) else {
         return verdict(counter::PASS_NOT_VIP, XDP_PASS);
     };
+    // A source no host can have: the kernel drops it as a martian before
+    // IPVS sees it, so no connection is made for it, nor does it pass.
+    if martian_source(flow.family, &flow.saddr) {
+        return verdict(counter::DROP_MARTIAN, XDP_DROP);
+    }
     // Flags that cannot open or belong to a connection are dropped rather
     // than handed to the kernel (which would answer a FIN scan).
     if flow.proto == IPPROTO_TCP && tcp_flags_invalid_untracked(flow.tcp_flags) {

@@ -1,4 +1,5 @@
-//! Hostile and malformed input (issue 8, IPv4): packet fixtures for every
+//! Hostile and malformed input (issue 8; IPv6's own fixtures are in
+//! tests/tests/ipv6.rs, and the fuzz test models IPv6 too): packet fixtures for every
 //! malformed case (input frame -> XDP action, exact output bytes, reason
 //! counters), the SYN flood against a bounded connection table, and a
 //! test-run fuzz mode that pushes random and mutated packets through the
@@ -28,6 +29,8 @@
 //! | TCP to a VIP, untracked: FIN without ACK                | DROP    | `drop_tcp_flags`       |
 //! | TCP to a VIP, untracked, ACK / FIN+ACK / RST / SYN+ACK  | PASS    | `pass_not_syn`         |
 //! | TCP with any flags, not for a VIP                       | PASS    | `pass_not_vip`         |
+//! | for a VIP from 0/8, 127/8, 224/4, 255.255.255.255 (IPv6: ::, ::1, ff00::/8, ::ffff:0:0/96) | DROP | `drop_martian` |
+//! | IPv6: as `lb_common::net::parse_ipv6`'s table; extension headers past the bound | PASS | `pass_ipv6_ext` |
 //! | SYN flood                                               | each SYN scheduled (`conn_new`); the LRU table evicts the least recently used entries |
 //!
 //! \* `BPF_PROG_TEST_RUN` refuses frames shorter than an Ethernet header
@@ -167,6 +170,31 @@ fn untouched(lb: &Lb, cases: &[(&str, Vec<u8>)], action: u32) {
     for (what, frame) in cases {
         lb.expect(what, frame, action, frame);
     }
+}
+
+/// Sources no host can have, for a VIP: dropped as the kernel drops
+/// martians, in both families, without a connection; the same client
+/// ports from a real address still connect.
+#[test]
+fn martian_sources_are_dropped() {
+    let mut lb = Lb::new();
+    nat_http(&mut lb);
+    for src in [[0, 0, 0, 0], [127, 0, 0, 1], [224, 0, 0, 1], [255, 255, 255, 255]] {
+        let f = Pkt::tcp(40000, HTTP, SYN).from(src, 40000).frame();
+        lb.expect(&format!("SYN from {src:?}"), &f, XDP_DROP, &f);
+    }
+    let f = Pkt::tcp(40000, HTTP, ACK).from([127, 0, 0, 1], 40000).frame();
+    lb.expect("ACK from loopback", &f, XDP_DROP, &f);
+    assert_eq!(lb.run(&Pkt::tcp(40000, HTTP, SYN).frame()).0, XDP_TX, "a real client");
+    let vip6 = "2001:db8::64".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    lb.add_service6(vip6, HTTP, IPPROTO_TCP);
+    for src in ["::1", "ff02::1", "::ffff:198.51.100.7"] {
+        let mut f = ipv6_syn();
+        f[22..38].copy_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        lb.expect(&format!("IPv6 SYN from {src}"), &f, XDP_DROP, &f);
+    }
+    lb.assert_counters(&[(counter::DROP_MARTIAN, 8), (counter::CONN_NEW, 1)], "martians");
+    assert_eq!(lb.conn_count(), 2, "only the real client's connection (both directions)");
 }
 
 // ---------------------------------------------------------------- sizes
@@ -1666,6 +1694,10 @@ impl Fuzz {
         }
         if !self.services.contains_key(&(p.dst, p.dport, p.proto)) {
             return Expect::Reason(counter::PASS_NOT_VIP);
+        }
+        let [a, ..] = p.src;
+        if a == 0 || a == 127 || (224..240).contains(&a) || p.src == [255; 4] {
+            return Expect::Reason(counter::DROP_MARTIAN);
         }
         if p.proto == IPPROTO_TCP {
             if impossible(p.flags) || p.flags & (FIN | ACK) == FIN {
