@@ -1108,4 +1108,55 @@ weight = 2
         assert_eq!(e.key, format!("virtual[{MAX_MAGLEV_SERVICES}].scheduler"));
         assert!(e.message.contains("at most 256 services can use mh"), "{e}");
     }
+
+    #[test]
+    fn ipv6_addresses_ranges_and_persistence_prefixes() {
+        let v6 = |t: &str| t.parse::<IpAddr>().unwrap();
+        let text = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\naddress = \"[2001:db8::100]:80\"\npersistent = 300\nnetmask = 64\n[[virtual.real]]\naddress = \"[2001:db8:1::11]:8080\"\nforward = \"nat\"\n[[virtual.real]]\naddress = \"[2001:db8:1::12]\"\n[[virtual]]\naddress = \"[2001:db8:100::/64]:80\"\n[[virtual]]\naddress = \"[2001:db8:200::]/48:80\"\n[[virtual]]\naddress = \"[2001:db8::7/128]:53\"\n";
+        let c = parse("t.toml", text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.vip, VirtualAddr { addr: v6("2001:db8::100"), prefix_len: 128, port: 80 });
+        assert!(!s.vip.is_range());
+        assert_eq!(s.persistence, Some(Persistence { timeout: 300, netmask: v6("ffff:ffff:ffff:ffff::") }));
+        assert_eq!((s.reals[0].addr, s.reals[0].port), (v6("2001:db8:1::11"), 8080));
+        assert_eq!((s.reals[1].addr, s.reals[1].port), (v6("2001:db8:1::12"), 80));
+        assert_eq!(c.services[1].vip, VirtualAddr { addr: v6("2001:db8:100::"), prefix_len: 64, port: 80 });
+        assert!(c.services[1].vip.is_range() && c.services[1].vip.covers(v6("2001:db8:100::5")));
+        assert!(!c.services[1].vip.covers(v6("2001:db8:101::5")) && !c.services[1].vip.covers("10.0.0.1".parse().unwrap()));
+        assert_eq!(c.services[2].vip.to_string(), "[2001:db8:200::/48]:80");
+        assert_eq!(c.services[3].vip, VirtualAddr::single(v6("2001:db8::7"), 53));
+        // Default persistence granularity is one client (/128).
+        let one = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\naddress = \"[2001:db8::1]:80\"\npersistent = true\n";
+        assert_eq!(parse("t.toml", one).unwrap().services[0].persistence.unwrap().prefix_len(), 128);
+    }
+
+    #[test]
+    fn bad_ipv6_input_names_file_line_and_key() {
+        let head = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\n";
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("address = \"2001:db8::1:80\"", 4, "virtual[0].address", "write an IPv6 address in brackets"),
+            ("address = \"[2001:db8::1]\"", 4, "virtual[0].address", "needs a port"),
+            ("address = \"[2001:db8::1:80\"", 4, "virtual[0].address", "'[' without ']'"),
+            ("address = \"[2001:db8::zz]:80\"", 4, "virtual[0].address", "'2001:db8::zz' is not an IP address"),
+            ("address = \"[ff02::1]:80\"", 4, "virtual[0].address", "cannot be a service or real address"),
+            ("address = \"[::ffff:10.0.0.1]:80\"", 4, "virtual[0].address", "IPv4-mapped address: write it as 10.0.0.1"),
+            ("address = \"[2001:db8::/129]:80\"", 4, "virtual[0].address", "'/129' is not a prefix length (1..=128)"),
+            ("address = \"[2001:db8::1/64]:80\"", 4, "virtual[0].address", "2001:db8::1/64 has host bits set: the network is 2001:db8::/64"),
+            ("address = \"[2001:db8::/64]/64:80\"", 4, "virtual[0].address", "is not [ADDRESS]:PORT or [NETWORK/PREFIX]:PORT"),
+            ("address = \"[2001:db8::1]:80\"\npersistent = 60\nnetmask = \"255.255.255.0\"", 6, "virtual[0].netmask", "is not an IPv6 prefix length"),
+            ("address = \"[2001:db8::1]:80\"\npersistent = 60\nnetmask = 129", 6, "virtual[0].netmask", "'129' is not an IPv6 prefix length"),
+            ("address = \"10.0.0.1:80\"\npersistent = 60\nnetmask = 24", 6, "virtual[0].netmask", "expected a netmask string"),
+            ("address = \"[2001:db8::1]:80\"\nnetmask = 64", 5, "virtual[0].netmask", "only applies to a persistent service"),
+            ("address = \"[2001:db8::1]:80\"\n[[virtual.real]]\naddress = \"10.0.1.1\"", 6, "virtual[0].real[0].address", "10.0.1.1 is IPv4 but the service's address is IPv6"),
+            ("address = \"10.0.0.1:80\"\n[[virtual.real]]\naddress = \"[2001:db8::1]:80\"", 6, "virtual[0].real[0].address", "2001:db8::1 is IPv6 but the service's address is IPv4"),
+            ("address = \"[2001:db8::1]:80\"\n[[virtual.real]]\naddress = \"[2001:db8::2]:8080\"", 6, "virtual[0].real[0].address", "only nat can map ports"),
+            ("address = \"[2001:db8::1]:80\"\nfallback = \"127.0.0.1:80\"", 5, "virtual[0].fallback", "127.0.0.1 is IPv4 but the service's address is IPv6"),
+            ("address = \"[2001:db8::1]:80\"\n[virtual.check]\ntype = \"ping\"\n[[virtual.real]]\naddress = \"[2001:db8::2]\"", 8, "virtual[0].check.type", "check ping is IPv4-only"),
+        ];
+        for (body, line, key, message) in cases {
+            let e = err(&format!("{head}{body}\n"));
+            assert_eq!((e.line, e.key.as_str()), (*line, *key), "{body}: {e}");
+            assert!(e.message.contains(message), "{body}: {e}");
+        }
+    }
 }
