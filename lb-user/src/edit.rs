@@ -271,4 +271,43 @@ mod tests {
         let c = real(&c, &real_edit(Verb::Add, 5)).unwrap();
         assert_eq!((c.services[0].reals[1].forward, c.services[0].reals[1].weight), (Forward::Dr, 1));
     }
+
+    #[test]
+    fn ipv6_services_take_a_prefix_length_and_ipv6_reals() {
+        let v6: VirtualAddr = "[2001:db8::100]:80".parse().unwrap();
+        let add = ServiceEdit {
+            verb: Verb::Add,
+            protocol: "tcp".into(),
+            address: v6,
+            scheduler: Some("rr".into()),
+            persistent: Some(300),
+            netmask: Some("64".into()),
+        };
+        let c = service(&config(), &add).unwrap();
+        let p = c.services[1].persistence.unwrap();
+        assert_eq!((p.timeout, p.prefix_len()), (300, 64));
+        // An IPv6 service's -M is a prefix length, not a dotted netmask.
+        let dotted = ServiceEdit { verb: Verb::Edit, netmask: Some("255.255.255.0".into()), ..add.clone() };
+        assert!(service(&c, &dotted).unwrap_err().contains("is not an IPv6 prefix length"));
+
+        let real = |addr: &str| RealEdit {
+            verb: Verb::Add,
+            protocol: "tcp".into(),
+            address: v6,
+            real: addr.parse().unwrap(),
+            forward: Some("nat".into()),
+            weight: None,
+            u_threshold: None,
+            l_threshold: None,
+        };
+        let c = real_edit_apply(&c, &real("[2001:db8:1::11]:8080"));
+        let r = &c.services[1].reals[0];
+        assert_eq!((r.addr, r.port), ("2001:db8:1::11".parse::<std::net::IpAddr>().unwrap(), 8080));
+        let mixed = super::real(&c, &real("10.0.1.9:80")).unwrap_err();
+        assert!(mixed.contains("10.0.1.9 is IPv4 but the service's address is IPv6"), "{mixed}");
+    }
+
+    fn real_edit_apply(c: &Config, e: &RealEdit) -> Config {
+        super::real(c, e).unwrap()
+    }
 }
