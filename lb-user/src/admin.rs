@@ -3,11 +3,11 @@
 //! ipvsadm's flags where they fit.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddr,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use lb_user::{
     config::VirtualAddr,
@@ -68,9 +68,10 @@ pub struct ServiceArgs {
     /// Persistence in seconds (360 without a value; 0 turns it off).
     #[arg(short = 'p', long = "persistent", num_args = 0..=1, default_missing_value = "360", value_name = "TIMEOUT")]
     persistent: Option<u32>,
-    /// The client netmask of persistence.
+    /// The client netmask of persistence: 255.255.255.0 for IPv4, a
+    /// prefix length (64) for IPv6, as ipvsadm's -M.
     #[arg(short = 'M', long = "netmask")]
-    netmask: Option<Ipv4Addr>,
+    netmask: Option<String>,
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
 }
@@ -129,13 +130,10 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
 
 pub fn real(args: RealArgs) -> anyhow::Result<()> {
     let (protocol, address) = args.service.get();
-    let real = match args.real.parse::<SocketAddrV4>() {
-        Ok(r) => r,
-        Err(_) => {
-            let ip: Ipv4Addr = args.real.parse().with_context(|| format!("-r {}: not ADDRESS[:PORT]", args.real))?;
-            SocketAddrV4::new(ip, address.port)
-        }
-    };
+    // ADDRESS[:PORT] or [IPV6][:PORT]; the service's port when none.
+    let real = lb_user::config::parse_endpoint(&args.real, Some(address.port))
+        .map(|(ip, port)| SocketAddr::new(ip, port))
+        .map_err(|e| anyhow::anyhow!("-r {}: {e}", args.real))?;
     let forward = if args.masquerading {
         Some("nat")
     } else if args.ipip {

@@ -19,7 +19,10 @@ use lb_common::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::timeouts::{MAX_TIMEOUT, Timeouts};
+use crate::{
+    addr,
+    timeouts::{MAX_TIMEOUT, Timeouts},
+};
 
 mod check_parse;
 pub mod health;
@@ -131,14 +134,15 @@ impl fmt::Display for Forward {
 pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wlc;
 /// `persistent = true`, like ipvsadm's `-p` without a value.
 pub const DEFAULT_PERSISTENT_TIMEOUT: u32 = 360;
-/// A virtual service's address: one VIP and port, or (`prefix_len` < 32)
-/// every address of a network on that port, xlvs's counterpart of an fwmark
-/// service. Written `10.0.0.1:80` or `10.50.0.0/16:80`.
+/// A virtual service's address: one VIP and port, or (`prefix_len` below
+/// the family's 32 or 128 bits) every address of a network on that port,
+/// xlvs's counterpart of an fwmark service. Written `10.0.0.1:80`,
+/// `10.50.0.0/16:80`, `[2001:db8::100]:80` or `[2001:db8:100::/64]:80`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VirtualAddr {
     /// The VIP, or the network address of a range.
-    pub addr: Ipv4Addr,
-    /// 32 for a single VIP.
+    pub addr: IpAddr,
+    /// 32 (IPv4) or 128 (IPv6) for a single VIP.
     pub prefix_len: u8,
     pub port: u16,
 }
@@ -146,24 +150,31 @@ pub struct VirtualAddr {
 impl VirtualAddr {
     /// A single VIP.
     #[must_use]
-    pub const fn single(addr: Ipv4Addr, port: u16) -> Self {
-        Self { addr, prefix_len: 32, port }
+    pub fn single(addr: impl Into<IpAddr>, port: u16) -> Self {
+        let addr = addr.into();
+        Self { addr, prefix_len: addr::max_prefix(addr), port }
     }
 
     /// Whether this service covers a range of addresses.
     #[must_use]
     pub const fn is_range(&self) -> bool {
-        self.prefix_len < 32
+        self.prefix_len < addr::max_prefix(self.addr)
     }
 
-    /// The netmask of the range (255.255.255.255 for a single VIP).
+    /// The mask of the range (all ones for a single VIP), in the VIP's family.
     #[must_use]
-    pub fn mask(&self) -> Ipv4Addr {
-        prefix_mask(self.prefix_len)
+    pub fn mask(&self) -> IpAddr {
+        addr::prefix_mask(self.addr, self.prefix_len)
+    }
+
+    /// Whether `ip` is this VIP, or an address of this range.
+    #[must_use]
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        addr::family(ip) == addr::family(self.addr) && addr::network(ip, self.prefix_len) == self.addr
     }
 }
 
-/// The netmask of a prefix length (0..=32).
+/// The IPv4 netmask of a prefix length (0..=32).
 #[must_use]
 pub fn prefix_mask(prefix_len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0))
@@ -171,10 +182,10 @@ pub fn prefix_mask(prefix_len: u8) -> Ipv4Addr {
 
 impl fmt::Display for VirtualAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_range() {
-            write!(f, "{}/{}:{}", self.addr, self.prefix_len, self.port)
-        } else {
-            write!(f, "{}:{}", self.addr, self.port)
+        match (self.is_range(), self.addr) {
+            (true, IpAddr::V4(a)) => write!(f, "{a}/{}:{}", self.prefix_len, self.port),
+            (true, IpAddr::V6(a)) => write!(f, "[{a}/{}]:{}", self.prefix_len, self.port),
+            (false, ip) => write!(f, "{}", addr::Endpoint(ip, self.port)),
         }
     }
 }
@@ -256,12 +267,29 @@ impl Service {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
     pub timeout: u32,
-    pub netmask: Ipv4Addr,
+    /// In the service's family: `255.255.255.0`, or for IPv6 the mask of
+    /// its prefix length (`ffff:ffff:ffff:ffff::` for /64).
+    pub netmask: IpAddr,
+}
+
+impl Persistence {
+    /// One client per network: the family's all-ones mask.
+    #[must_use]
+    pub fn whole(vip: IpAddr) -> IpAddr {
+        addr::prefix_mask(vip, addr::max_prefix(vip))
+    }
+
+    /// The mask's prefix length (contiguous by construction).
+    #[must_use]
+    pub fn prefix_len(&self) -> u8 {
+        addr::mask_prefix(self.netmask).unwrap_or_else(|| addr::max_prefix(self.netmask))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Real {
-    pub addr: Ipv4Addr,
+    /// Of the service's family.
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
     pub forward: Forward,
@@ -324,8 +352,9 @@ struct VirtualSection {
     /// Persistence timeout in seconds (0 = not persistent), or true for
     /// ipvsadm's default of 360.
     persistent: Option<Spanned<toml::Value>>,
-    /// The persistence netmask; 255.255.255.255 (one client) when absent.
-    netmask: Option<Spanned<String>>,
+    /// The persistence netmask: `"255.255.255.0"` for IPv4, a prefix
+    /// length (`64`) for IPv6; one client (/32, /128) when absent.
+    netmask: Option<Spanned<toml::Value>>,
     /// lblc/lblcr: seconds an idle cache entry is kept; 86400 when absent.
     lblc_expire: Option<Spanned<i64>>,
     /// The default forwarding method of the reals: nat | dr | tun (aliases
@@ -527,7 +556,7 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
         })?,
     };
     let sched_flags = scheduler_flags(at, &key("scheduler_flags"), scheduler, v.scheduler_flags.as_ref())?;
-    let persistence = persistence(at, i, v)?;
+    let persistence = persistence(at, i, v, vip.addr)?;
     let lblc_expire = match &v.lblc_expire {
         Some(e) if !matches!(scheduler, Scheduler::Lblc | Scheduler::Lblcr) => {
             return Err(at.error(e.span().start, key("lblc_expire"), format!("only lblc and lblcr keep a cache to expire (the scheduler is {scheduler})")));
@@ -549,6 +578,7 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
     for (j, r) in v.real.iter().enumerate() {
         let rkey = |k: &str| format!("virtual[{i}].real[{j}].{k}");
         let (raddr, rport) = parse_endpoint(r.address.get_ref(), Some(port))
+            .and_then(|(a, p)| same_family(vip.addr, a).map(|()| (a, p)))
             .map_err(|m| at.error(r.address.span().start, rkey("address"), m))?;
         let forward = match &r.forward {
             None => default_forward,
@@ -577,9 +607,13 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
             }
         }
         if !seen.insert((raddr, rport)) {
-            return Err(at.error(r.address.span().start, rkey("address"), format!("{raddr}:{rport} is listed twice in this service")));
+            return Err(at.error(r.address.span().start, rkey("address"), format!("{} is listed twice in this service", addr::Endpoint(raddr, rport))));
         }
         let rcheck = check_parse::resolve(at, &rkey("check"), r.check.as_ref(), &check)?;
+        if raddr.is_ipv6() && rcheck.kind == CheckKind::Ping {
+            let key = if r.check.is_some() { rkey("check.type") } else { key("check.type") };
+            return Err(at.error(r.address.span().start, key, "check ping is IPv4-only: use connect (or another check) for IPv6 reals"));
+        }
         reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold, check: rcheck });
     }
     let keys = check_parse::HealthKeys {
@@ -591,7 +625,7 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
         notify_up: v.notify_up.as_ref(),
         notify_down: v.notify_down.as_ref(),
     };
-    let health = check_parse::health(at, &format!("virtual[{i}]"), &keys, port, default_forward, &reals)?;
+    let health = check_parse::health(at, &format!("virtual[{i}]"), &keys, vip, default_forward, &reals)?;
     Ok(Service { protocol, vip, scheduler, sched_flags, persistence, lblc_expire, reals, check, health })
 }
 
@@ -617,8 +651,8 @@ fn scheduler_flags(at: &Locator<'_>, key: &str, scheduler: Scheduler, flags: Opt
     Ok(bits)
 }
 
-/// `persistent` and `netmask`.
-fn persistence(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Option<Persistence>, ConfigError> {
+/// `persistent` and `netmask` of a service on `vip`.
+fn persistence(at: &Locator<'_>, i: usize, v: &VirtualSection, vip: IpAddr) -> Result<Option<Persistence>, ConfigError> {
     let key = |k: &str| format!("virtual[{i}].{k}");
     let timeout = match &v.persistent {
         None => 0,
@@ -634,15 +668,9 @@ fn persistence(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Option<
         },
     };
     let netmask = match &v.netmask {
-        None => Ipv4Addr::BROADCAST,
+        None => Persistence::whole(vip),
         Some(m) => {
-            let mask: Ipv4Addr = m.get_ref().parse().map_err(|_| {
-                at.error(m.span().start, key("netmask"), format!("'{}' is not a netmask: write it as an address, like 255.255.255.0", m.get_ref()))
-            })?;
-            let bits = u32::from(mask);
-            if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                return Err(at.error(m.span().start, key("netmask"), format!("{mask} is not a contiguous netmask")));
-            }
+            let mask = netmask(m.get_ref(), vip).map_err(|e| at.error(m.span().start, key("netmask"), e))?;
             if timeout == 0 {
                 return Err(at.error(m.span().start, key("netmask"), "a netmask only applies to a persistent service: set persistent too"));
             }
@@ -652,58 +680,140 @@ fn persistence(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Option<
     Ok((timeout != 0).then_some(Persistence { timeout, netmask }))
 }
 
-/// Parses a virtual address: `ip:port`, or `network/prefix:port` for a
-/// range. A /32 range is the single address.
+/// A persistence netmask for a service on `vip`: a dotted netmask for
+/// IPv4 (`"255.255.255.0"`), a prefix length for IPv6 (`64` or `"64"`, as
+/// ipvsadm's `-M 64` and keepalived's `persistence_granularity 64`).
+pub fn netmask(value: &toml::Value, vip: IpAddr) -> Result<IpAddr, String> {
+    match (vip, value) {
+        (IpAddr::V4(_), toml::Value::String(text)) => {
+            let mask: Ipv4Addr = text
+                .parse()
+                .map_err(|_| format!("'{text}' is not a netmask: write it as an address, like 255.255.255.0"))?;
+            addr::mask_prefix(IpAddr::V4(mask)).ok_or_else(|| format!("{mask} is not a contiguous netmask"))?;
+            Ok(IpAddr::V4(mask))
+        }
+        (IpAddr::V4(_), other) => Err(format!("expected a netmask string like \"255.255.255.0\" for an IPv4 service, found {} {other}", other.type_str())),
+        (IpAddr::V6(_), toml::Value::Integer(n)) => v6_prefix(&n.to_string()),
+        (IpAddr::V6(_), toml::Value::String(text)) => v6_prefix(text),
+        (IpAddr::V6(_), other) => Err(format!("expected a prefix length like 64 for an IPv6 service, found {} {other}", other.type_str())),
+    }
+}
+
+/// An IPv6 persistence prefix length, `0..=128`, as its mask.
+fn v6_prefix(text: &str) -> Result<IpAddr, String> {
+    let len = text.trim().trim_start_matches('/').parse::<u8>().ok().filter(|l| *l <= 128).ok_or_else(|| {
+        format!("'{text}' is not an IPv6 prefix length: write 0..=128, like 64 (an IPv6 service takes a prefix length, not a dotted netmask)")
+    })?;
+    Ok(addr::prefix_mask(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), len))
+}
+
+/// A real (or fallback) must be of its service's family: IPVS mixes them
+/// only for tunnelling, and xlvs does not.
+pub fn same_family(vip: IpAddr, real: IpAddr) -> Result<(), String> {
+    if addr::family(vip) == addr::family(real) {
+        Ok(())
+    } else {
+        Err(format!("{real} is {} but the service's address is {}: a service and its reals must be of one family", addr::family_name(real), addr::family_name(vip)))
+    }
+}
+
+/// Parses a virtual address: `ip:port`, `[ipv6]:port`, or for a range
+/// `network/prefix:port` / `[ipv6-network/prefix]:port` (`[net]/prefix:port`
+/// is read too). A full-length prefix is the single address.
 fn parse_virtual(s: &str) -> Result<VirtualAddr, String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("'{s}' needs a port: write ADDRESS:PORT"));
+    let (net, len, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!("'{s}' has '[' without ']': write [IPV6]:PORT"));
+        };
+        let Some((len_outside, port)) = after.split_once(':') else {
+            return Err(format!("'{s}' needs a port: write [ADDRESS]:PORT"));
+        };
+        let (net, len_inside) = match inside.split_once('/') {
+            Some((net, len)) => (net, Some(len)),
+            None => (inside, None),
+        };
+        let len = match (len_inside, len_outside.strip_prefix('/')) {
+            (len, None) if len_outside.is_empty() => len,
+            (None, Some(len)) => Some(len),
+            _ => return Err(format!("'{s}' is not [ADDRESS]:PORT or [NETWORK/PREFIX]:PORT")),
+        };
+        (net, len, port)
+    } else {
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!("'{s}' needs a port: write ADDRESS:PORT"));
+        };
+        if host.contains(':') {
+            return Err(format!("'{s}': write an IPv6 address in brackets, like [2001:db8::1]:80"));
+        }
+        match host.split_once('/') {
+            Some((net, len)) => (net, Some(len), port),
+            None => (host, None, port),
+        }
     };
-    let Some((net, len)) = host.split_once('/') else {
-        let (addr, port) = parse_endpoint(s, None)?;
-        return Ok(VirtualAddr::single(addr, port));
-    };
+    let addr = host_address(net)?;
+    let port = parse_port(port)?;
+    let max = addr::max_prefix(addr);
+    let Some(len) = len else { return Ok(VirtualAddr::single(addr, port)) };
     let prefix_len = len
         .parse::<u8>()
         .ok()
-        .filter(|l| (1..=32).contains(l))
-        .ok_or_else(|| format!("'/{len}' is not a prefix length (1..=32)"))?;
-    if prefix_len == 32 {
-        let (addr, port) = parse_endpoint(&format!("{net}:{port}"), None)?;
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| format!("'/{len}' is not a prefix length (1..={max})"))?;
+    if prefix_len == max {
         return Ok(VirtualAddr::single(addr, port));
     }
-    let net = net.trim_start_matches('[').trim_end_matches(']');
-    let addr = match net.parse::<IpAddr>() {
-        Ok(IpAddr::V4(addr)) => addr,
-        Ok(IpAddr::V6(addr)) => return Err(format!("{addr} is IPv6, which this build does not forward yet")),
-        Err(_) => return Err(format!("'{net}' is not an IP address")),
-    };
-    let port = parse_port(port)?;
-    let network = Ipv4Addr::from(u32::from(addr) & u32::from(prefix_mask(prefix_len)));
+    let network = addr::network(addr, prefix_len);
     if network != addr {
         return Err(format!("{addr}/{prefix_len} has host bits set: the network is {network}/{prefix_len}"));
     }
     Ok(VirtualAddr { addr, prefix_len, port })
 }
 
+/// An address that can be a VIP or a real: not unspecified, multicast or
+/// broadcast, and IPv6 not an IPv4-mapped address (which is IPv4 in disguise).
+fn host_address(host: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = host.parse().map_err(|_| format!("'{host}' is not an IP address"))?;
+    let bad = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Err(format!("{ip} is an IPv4-mapped address: write it as {v4}"));
+            }
+            v6.is_unspecified() || v6.is_multicast()
+        }
+    };
+    if bad {
+        return Err(format!("{ip} cannot be a service or real address"));
+    }
+    Ok(ip)
+}
+
 fn parse_port(p: &str) -> Result<u16, String> {
     p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{p}' is not a port (1..=65535)"))
 }
 
-/// Parses `ip:port`, or a bare `ip` when `default_port` is given.
-fn parse_endpoint(s: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16), String> {
-    let (host, port) = match (s.rsplit_once(':'), default_port) {
-        (Some((h, p)), _) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
-        (_, Some(_)) => (s, None),
-        (_, None) => return Err(format!("'{s}' needs a port: write ADDRESS:PORT")),
+/// Parses `ip:port` or `[ipv6]:port`, or a bare `ip` / `[ipv6]` / `ipv6`
+/// when `default_port` is given.
+pub fn parse_endpoint(s: &str, default_port: Option<u16>) -> Result<(IpAddr, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) if p.starts_with(':') => (h, Some(&p[1..])),
+            _ => return Err(format!("'{s}' is not [ADDRESS] or [ADDRESS]:PORT")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            // Bare IPv6 (only as a real's address without a port).
+            Some((h, _)) if h.contains(':') => (s, None),
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().map_err(|_| format!("'{host}' is not an IP address"))?;
-    let IpAddr::V4(ip) = ip else {
-        return Err(format!("{ip} is IPv6, which this build does not forward yet"));
-    };
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
-        return Err(format!("{ip} cannot be a service or real address"));
+    if port.is_none() && default_port.is_none() {
+        let form = if host.contains(':') { "[ADDRESS]:PORT" } else { "ADDRESS:PORT" };
+        return Err(format!("'{s}' needs a port: write {form}"));
     }
+    let ip = host_address(host)?;
     let port = match port {
         Some(p) => parse_port(p)?,
         None => default_port.unwrap_or_default(),
@@ -746,7 +856,7 @@ weight = 2
     }
 
     fn real(addr: [u8; 4], port: u16, weight: u32, forward: Forward) -> Real {
-        Real { addr: Ipv4Addr::from(addr), port, weight, forward, u_threshold: 0, l_threshold: 0, check: Check::default() }
+        Real { addr: IpAddr::from(Ipv4Addr::from(addr)), port, weight, forward, u_threshold: 0, l_threshold: 0, check: Check::default() }
     }
 
     #[test]
@@ -800,7 +910,7 @@ weight = 2
         let c = parse("t.toml", &text).unwrap();
         assert_eq!(c.timeouts, Timeouts { tcp: 3600, tcpfin: 120, udp: 10 });
         let s = &c.services[0];
-        assert_eq!(s.persistence, Some(Persistence { timeout: 600, netmask: Ipv4Addr::new(255, 255, 255, 0) }));
+        assert_eq!(s.persistence, Some(Persistence { timeout: 600, netmask: IpAddr::from(Ipv4Addr::new(255, 255, 255, 0)) }));
         assert_eq!(s.flags(), SVC_F_PERSISTENT);
         assert_eq!((s.reals[1].u_threshold, s.reals[1].l_threshold), (100, 50));
         assert_eq!((s.reals[0].u_threshold, s.reals[0].l_threshold), (0, 0));
@@ -809,7 +919,7 @@ weight = 2
             let text = with("scheduler = \"rr\"", &format!("scheduler = \"rr\"\npersistent = {value}"));
             parse("t.toml", &text).unwrap().services[0].persistence
         };
-        assert_eq!(p("true"), Some(Persistence { timeout: 360, netmask: Ipv4Addr::BROADCAST }));
+        assert_eq!(p("true"), Some(Persistence { timeout: 360, netmask: IpAddr::from(Ipv4Addr::BROADCAST) }));
         assert_eq!(p("false"), None);
         assert_eq!(p("0"), None);
         assert_eq!(p("1").map(|p| p.timeout), Some(1));
@@ -825,7 +935,7 @@ weight = 2
     fn range_services() {
         let c = parse("t.toml", &with("10.100.0.100:80", "10.50.0.0/16:80")).unwrap();
         let vip = c.services[0].vip;
-        assert_eq!(vip, VirtualAddr { addr: Ipv4Addr::new(10, 50, 0, 0), prefix_len: 16, port: 80 });
+        assert_eq!(vip, VirtualAddr { addr: IpAddr::from(Ipv4Addr::new(10, 50, 0, 0)), prefix_len: 16, port: 80 });
         assert!(vip.is_range());
         assert_eq!(vip.mask(), Ipv4Addr::new(255, 255, 0, 0));
         assert_eq!(vip.to_string(), "10.50.0.0/16:80");
@@ -865,7 +975,7 @@ weight = 2
             ("address = \"10.100.0.100:80\"", "address = \"10.100.0.300:80\"", 6, "virtual[0].address", "not an IP address"),
             ("address = \"10.100.0.100:80\"", "address = \"10.100.0.100:0\"", 6, "virtual[0].address", "not a port"),
             ("address = \"10.100.0.100:80\"", "address = \"10.100.0.100:70000\"", 6, "virtual[0].address", "not a port"),
-            ("address = \"10.100.0.100:80\"", "address = \"[2001:db8::1]:80\"", 6, "virtual[0].address", "IPv6"),
+            ("address = \"10.100.0.100:80\"", "address = \"[2001:db8::1]:80\"", 12, "virtual[0].real[0].address", "10.0.1.11 is IPv4 but the service's address is IPv6: a service and its reals must be of one family"),
             ("address = \"10.100.0.100:80\"", "address = \"0.0.0.0:80\"", 6, "virtual[0].address", "cannot be a service"),
             ("address = \"10.100.0.100:80\"", "address = \"10.50.0.0/33:80\"", 6, "virtual[0].address", "'/33' is not a prefix length (1..=32)"),
             ("address = \"10.100.0.100:80\"", "address = \"10.50.0.0/0:80\"", 6, "virtual[0].address", "'/0' is not a prefix length"),
@@ -997,5 +1107,56 @@ weight = 2
         let e = err(&text);
         assert_eq!(e.key, format!("virtual[{MAX_MAGLEV_SERVICES}].scheduler"));
         assert!(e.message.contains("at most 256 services can use mh"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_addresses_ranges_and_persistence_prefixes() {
+        let v6 = |t: &str| t.parse::<IpAddr>().unwrap();
+        let text = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\naddress = \"[2001:db8::100]:80\"\npersistent = 300\nnetmask = 64\n[[virtual.real]]\naddress = \"[2001:db8:1::11]:8080\"\nforward = \"nat\"\n[[virtual.real]]\naddress = \"[2001:db8:1::12]\"\n[[virtual]]\naddress = \"[2001:db8:100::/64]:80\"\n[[virtual]]\naddress = \"[2001:db8:200::]/48:80\"\n[[virtual]]\naddress = \"[2001:db8::7/128]:53\"\n";
+        let c = parse("t.toml", text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.vip, VirtualAddr { addr: v6("2001:db8::100"), prefix_len: 128, port: 80 });
+        assert!(!s.vip.is_range());
+        assert_eq!(s.persistence, Some(Persistence { timeout: 300, netmask: v6("ffff:ffff:ffff:ffff::") }));
+        assert_eq!((s.reals[0].addr, s.reals[0].port), (v6("2001:db8:1::11"), 8080));
+        assert_eq!((s.reals[1].addr, s.reals[1].port), (v6("2001:db8:1::12"), 80));
+        assert_eq!(c.services[1].vip, VirtualAddr { addr: v6("2001:db8:100::"), prefix_len: 64, port: 80 });
+        assert!(c.services[1].vip.is_range() && c.services[1].vip.covers(v6("2001:db8:100::5")));
+        assert!(!c.services[1].vip.covers(v6("2001:db8:101::5")) && !c.services[1].vip.covers("10.0.0.1".parse().unwrap()));
+        assert_eq!(c.services[2].vip.to_string(), "[2001:db8:200::/48]:80");
+        assert_eq!(c.services[3].vip, VirtualAddr::single(v6("2001:db8::7"), 53));
+        // Default persistence granularity is one client (/128).
+        let one = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\naddress = \"[2001:db8::1]:80\"\npersistent = true\n";
+        assert_eq!(parse("t.toml", one).unwrap().services[0].persistence.unwrap().prefix_len(), 128);
+    }
+
+    #[test]
+    fn bad_ipv6_input_names_file_line_and_key() {
+        let head = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\n";
+        let cases: &[(&str, usize, &str, &str)] = &[
+            ("address = \"2001:db8::1:80\"", 4, "virtual[0].address", "write an IPv6 address in brackets"),
+            ("address = \"[2001:db8::1]\"", 4, "virtual[0].address", "needs a port"),
+            ("address = \"[2001:db8::1:80\"", 4, "virtual[0].address", "'[' without ']'"),
+            ("address = \"[2001:db8::zz]:80\"", 4, "virtual[0].address", "'2001:db8::zz' is not an IP address"),
+            ("address = \"[ff02::1]:80\"", 4, "virtual[0].address", "cannot be a service or real address"),
+            ("address = \"[::ffff:10.0.0.1]:80\"", 4, "virtual[0].address", "IPv4-mapped address: write it as 10.0.0.1"),
+            ("address = \"[2001:db8::/129]:80\"", 4, "virtual[0].address", "'/129' is not a prefix length (1..=128)"),
+            ("address = \"[2001:db8::1/64]:80\"", 4, "virtual[0].address", "2001:db8::1/64 has host bits set: the network is 2001:db8::/64"),
+            ("address = \"[2001:db8::/64]/64:80\"", 4, "virtual[0].address", "is not [ADDRESS]:PORT or [NETWORK/PREFIX]:PORT"),
+            ("address = \"[2001:db8::1]:80\"\npersistent = 60\nnetmask = \"255.255.255.0\"", 6, "virtual[0].netmask", "is not an IPv6 prefix length"),
+            ("address = \"[2001:db8::1]:80\"\npersistent = 60\nnetmask = 129", 6, "virtual[0].netmask", "'129' is not an IPv6 prefix length"),
+            ("address = \"10.0.0.1:80\"\npersistent = 60\nnetmask = 24", 6, "virtual[0].netmask", "expected a netmask string"),
+            ("address = \"[2001:db8::1]:80\"\nnetmask = 64", 5, "virtual[0].netmask", "only applies to a persistent service"),
+            ("address = \"[2001:db8::1]:80\"\n[[virtual.real]]\naddress = \"10.0.1.1\"", 6, "virtual[0].real[0].address", "10.0.1.1 is IPv4 but the service's address is IPv6"),
+            ("address = \"10.0.0.1:80\"\n[[virtual.real]]\naddress = \"[2001:db8::1]:80\"", 6, "virtual[0].real[0].address", "2001:db8::1 is IPv6 but the service's address is IPv4"),
+            ("address = \"[2001:db8::1]:80\"\n[[virtual.real]]\naddress = \"[2001:db8::2]:8080\"", 6, "virtual[0].real[0].address", "only nat can map ports"),
+            ("address = \"[2001:db8::1]:80\"\nfallback = \"127.0.0.1:80\"", 5, "virtual[0].fallback", "127.0.0.1 is IPv4 but the service's address is IPv6"),
+            ("address = \"[2001:db8::1]:80\"\n[virtual.check]\ntype = \"ping\"\n[[virtual.real]]\naddress = \"[2001:db8::2]\"", 8, "virtual[0].check.type", "check ping is IPv4-only"),
+        ];
+        for (body, line, key, message) in cases {
+            let e = err(&format!("{head}{body}\n"));
+            assert_eq!((e.line, e.key.as_str()), (*line, *key), "{body}: {e}");
+            assert!(e.message.contains(message), "{body}: {e}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! writes the maps: the controller hands it a validated config and the
 //! resolved next hops, and reads counters and connections back from it.
 
-use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
+use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -10,15 +10,15 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AF_INET, AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
+    AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
     MAP_DECAP_VIPS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
     MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
     MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
-    ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry, v4_addr,
+    ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry,
     DirectorCtl, MAP_DIRECTOR_CTL, MAP_SYNC_EVENTS,
 };
 
-use crate::{config, nexthop::NextHop};
+use crate::{addr, config, nexthop::NextHop};
 
 pub mod apply;
 pub mod conns;
@@ -323,11 +323,12 @@ impl Dataplane {
 }
 
 fn real_entry(real: &config::Real, service: u32, hop: Option<&NextHop>) -> Real {
+    let (addr, family) = addr::to_map(real.addr);
     let mut entry = Real {
-        addr: v4_addr(real.addr.octets()),
+        addr,
         port: real.port.to_be(),
         forward: real.forward.id(),
-        family: AF_INET,
+        family,
         weight: real.weight,
         service,
         u_threshold: real.u_threshold,
@@ -350,11 +351,17 @@ fn apply_nexthop(real: &mut Real, hop: Option<&NextHop>) {
             real.ifindex = hop.ifindex;
             real.smac = hop.smac;
             real.dmac = hop.dmac;
-            real.tun_saddr = v4_addr(hop.src.octets());
+            real.tun_saddr = addr::to_map(hop.src).0;
             real.mtu = hop.mtu;
         }
         None => real.flags &= !(REAL_F_NEXTHOP | REAL_F_LOCAL),
     }
+}
+
+/// The `DECAP_VIPS` key of a VIP.
+fn decap_key(vip: IpAddr) -> VipKey {
+    let (addr, family) = addr::to_map(vip);
+    VipKey { addr, family, _pad: [0; 3] }
 }
 
 fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Error> {
@@ -385,11 +392,12 @@ pub struct Decap {
 
 impl Decap {
     /// Loads the decapsulation program, accepts tunnelled packets for `vips`
-    /// and attaches to `interface`.
+    /// (IPv4-in-IPv4 for IPv4 VIPs, IPv6-in-IPv6 for IPv6 ones) and attaches
+    /// to `interface`.
     ///
     /// # Errors
     /// When loading, the map write or attaching fails.
-    pub fn start(interface: &str, vips: &[Ipv4Addr]) -> Result<Self, Error> {
+    pub fn start(interface: &str, vips: &[IpAddr]) -> Result<Self, Error> {
         // The connection table is the director's; keep it tiny here.
         let mut ebpf = EbpfLoader::new().map_max_entries(MAP_CONNS, 1).load(crate::ebpf_object())?;
         load_program(&mut ebpf, PROG_DECAP)?;
@@ -399,11 +407,54 @@ impl Decap {
             )
             .map_err(map_err(MAP_DECAP_VIPS))?;
             for vip in vips {
-                let key = VipKey { addr: v4_addr(vip.octets()), family: AF_INET, _pad: [0; 3] };
+                let key = decap_key(*vip);
                 map.insert(key, 1, 0).map_err(map_err(MAP_DECAP_VIPS))?;
             }
         }
         attach(&mut ebpf, PROG_DECAP, interface)?;
         Ok(Self { _ebpf: ebpf })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use lb_common::{AF_INET, AF_INET6, FWD_TUN, v4_addr, v6_addr};
+
+    use super::*;
+    use crate::config::Forward;
+
+    fn real(addr: IpAddr) -> config::Real {
+        config::Real { addr, port: 80, weight: 3, forward: Forward::Tun, u_threshold: 0, l_threshold: 0, check: Default::default() }
+    }
+
+    #[test]
+    fn ipv6_reals_get_their_family_address_and_tunnel_source() {
+        let addr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11));
+        let src = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1));
+        let hop = NextHop { ifindex: 4, smac: [1; 6], dmac: [2; 6], src, local: false, mtu: 1500 };
+        let e = real_entry(&real(addr), 9, Some(&hop));
+        assert_eq!((e.family, e.forward, e.service, e.weight), (AF_INET6, FWD_TUN, 9, 3));
+        let IpAddr::V6(a) = addr else { unreachable!() };
+        let IpAddr::V6(s) = src else { unreachable!() };
+        assert_eq!(e.addr, v6_addr(a.octets()));
+        assert_eq!(e.tun_saddr, v6_addr(s.octets()));
+        assert_eq!((e.flags, e.ifindex, e.mtu, e.dmac), (REAL_F_NEXTHOP, 4, 1500, [2; 6]));
+        let none = real_entry(&real(addr), 9, None);
+        assert_eq!(none.flags & REAL_F_NEXTHOP, 0);
+
+        let v4 = real_entry(&real(Ipv4Addr::new(10, 0, 1, 11).into()), 0, None);
+        assert_eq!((v4.family, v4.addr), (AF_INET, v4_addr([10, 0, 1, 11])));
+    }
+
+    #[test]
+    fn decap_keys_name_the_vip_in_its_family() {
+        let k = decap_key("2001:db8::100".parse().unwrap());
+        assert_eq!(k.family, AF_INET6);
+        assert_eq!(k.addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(k.addr[3].to_ne_bytes(), [0, 0, 0x01, 0x00]);
+        let k = decap_key("10.0.0.1".parse().unwrap());
+        assert_eq!((k.family, k.addr), (AF_INET, v4_addr([10, 0, 0, 1])));
     }
 }

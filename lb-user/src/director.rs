@@ -10,7 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -66,7 +66,7 @@ struct Director {
     dataplane: Dataplane,
     /// The sweeper's view of what is installed.
     rules: Rules,
-    hops: HashMap<Ipv4Addr, NextHop>,
+    hops: HashMap<IpAddr, NextHop>,
     /// The idle timeouts in force; `xlvs set --timeout` changes them.
     timeouts: Timeouts,
     monitors: HashMap<(ServiceAddr, RealKey), Checked>,
@@ -277,7 +277,7 @@ impl Director {
         let Some(sides) = &self.sync_local else { return };
         let now = monotonic_ns();
         for entry in entries {
-            let local = sides.by_vip.get(entry.virtual_addr.ip()).copied().unwrap_or(sides.default);
+            let local = sides.by_vip.get(&IpAddr::V4(*entry.virtual_addr.ip())).copied().unwrap_or(sides.default);
             if let Err(e) = sync::install(&mut self.dataplane, entry, &self.timeouts, now, local) {
                 debug!(client = %entry.client, vip = %entry.virtual_addr, real = %entry.real, reason = %e, "synced connection skipped");
             }
@@ -295,7 +295,7 @@ impl Director {
                 continue;
             };
             for real in &service.reals {
-                let address = std::net::SocketAddrV4::new(real.addr, real.port);
+                let address = std::net::SocketAddr::new(real.addr, real.port);
                 if view.reals.iter().any(|r| r.address == address) {
                     continue;
                 }
@@ -328,7 +328,7 @@ impl Director {
             .services
             .iter()
             .find(|s| s.protocol.to_string() == svc.protocol && s.vip == svc.address)?;
-        let key = (*real.address.ip(), real.address.port());
+        let key = (real.address.ip(), real.address.port());
         let configured = service.reals.iter().find(|r| real_key(r) == key);
         if configured.is_none() && service.health.fallback.as_ref().is_some_and(|f| real_key(f) == key) {
             let check = "none".to_owned();
@@ -531,7 +531,7 @@ impl Director {
 /// Where the replies of synced NAT connections go out: the interface that
 /// holds their VIP (the client side), else the VRRP interface.
 struct ClientSides {
-    by_vip: HashMap<Ipv4Addr, sync::Local>,
+    by_vip: HashMap<IpAddr, sync::Local>,
     default: sync::Local,
 }
 
@@ -543,7 +543,7 @@ fn client_sides(vrrp: &config::VrrpConfig) -> anyhow::Result<ClientSides> {
     };
     let mut by_vip = HashMap::new();
     for vip in &vrrp.addresses {
-        by_vip.insert(vip.addr, local(&vip.interface)?);
+        by_vip.insert(IpAddr::V4(vip.addr), local(&vip.interface)?);
     }
     Ok(ClientSides { by_vip, default: local(&vrrp.interface)? })
 }
@@ -569,8 +569,8 @@ fn ifindex(name: &str) -> Option<u32> {
 }
 
 /// Every address a real (or a fallback) of these services has.
-fn real_addresses(services: &[config::Service]) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = services
+fn real_addresses(services: &[config::Service]) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = services
         .iter()
         .flat_map(|s| s.reals.iter().chain(s.health.fallback.as_ref()).map(|r| r.addr))
         .collect();
@@ -580,7 +580,7 @@ fn real_addresses(services: &[config::Service]) -> Vec<Ipv4Addr> {
 }
 
 /// Resolves every address, retrying the unresolved ones until `wait` ends.
-async fn resolve_all(resolver: &Resolver, addrs: &[Ipv4Addr], wait: Duration) -> HashMap<Ipv4Addr, NextHop> {
+async fn resolve_all(resolver: &Resolver, addrs: &[IpAddr], wait: Duration) -> HashMap<IpAddr, NextHop> {
     let deadline = Instant::now() + wait;
     let mut hops = HashMap::new();
     loop {

@@ -3,7 +3,7 @@
 //! one, or says why not. Only the options given change. The result is
 //! validated by the caller exactly as a config file is.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use lb_common::sched::Scheduler;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,9 @@ pub struct ServiceEdit {
     pub scheduler: Option<String>,
     /// Persistence timeout in seconds; 0 turns persistence off.
     pub persistent: Option<u32>,
-    pub netmask: Option<std::net::Ipv4Addr>,
+    /// ipvsadm's `-M`: a netmask for IPv4 (`255.255.255.0`), a prefix
+    /// length for IPv6 (`64`).
+    pub netmask: Option<String>,
 }
 
 /// `xlvs real add|edit|del`.
@@ -39,7 +41,7 @@ pub struct RealEdit {
     pub verb: Verb,
     pub protocol: String,
     pub address: VirtualAddr,
-    pub real: SocketAddrV4,
+    pub real: SocketAddr,
     /// "nat", "dr" or "tun" (or masq, gate, ipip).
     pub forward: Option<String>,
     pub weight: Option<u32>,
@@ -115,11 +117,17 @@ pub fn service(config: &Config, edit: &ServiceEdit) -> Result<Config, String> {
         }
         service.scheduler = scheduler;
     }
-    match (edit.persistent, edit.netmask) {
+    let vip = service.vip.addr;
+    let mask = edit
+        .netmask
+        .as_deref()
+        .map(|m| config::netmask(&toml::Value::String(m.to_owned()), vip).map_err(|e| format!("-M {m}: {e}")))
+        .transpose()?;
+    match (edit.persistent, mask) {
         (Some(0), Some(_)) => return Err("a netmask only applies to a persistent service".into()),
         (Some(0), None) => service.persistence = None,
         (Some(timeout), mask) => {
-            let netmask = mask.or(service.persistence.map(|p| p.netmask)).unwrap_or(std::net::Ipv4Addr::BROADCAST);
+            let netmask = mask.or(service.persistence.map(|p| p.netmask)).unwrap_or_else(|| Persistence::whole(vip));
             service.persistence = Some(Persistence { timeout, netmask });
         }
         (None, Some(netmask)) => match service.persistence.as_mut() {
@@ -144,7 +152,8 @@ pub fn real(config: &Config, edit: &RealEdit) -> Result<Config, String> {
         .map(|f| Forward::parse(f).ok_or_else(|| format!("'{f}' is not a forwarding method: use nat, dr or tun")))
         .transpose()?;
     let service = find(&mut config, proto, edit.address)?;
-    let (addr, port) = (*edit.real.ip(), edit.real.port());
+    let (addr, port) = (edit.real.ip(), edit.real.port());
+    config::same_family(edit.address.addr, addr)?;
     let position = service.reals.iter().position(|r| (r.addr, r.port) == (addr, port));
     let label = format!("{} {}", proto.label(), edit.address);
     let real = match (edit.verb, position) {
@@ -208,7 +217,7 @@ mod tests {
             verb,
             protocol: "tcp".into(),
             address: vip(),
-            real: SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, last), 80),
+            real: SocketAddr::new(Ipv4Addr::new(10, 0, 1, last).into(), 80),
             forward: None,
             weight: None,
             u_threshold: None,
@@ -261,5 +270,44 @@ mod tests {
         // Without -g/-m/-i a new real is gatewayed, as with ipvsadm.
         let c = real(&c, &real_edit(Verb::Add, 5)).unwrap();
         assert_eq!((c.services[0].reals[1].forward, c.services[0].reals[1].weight), (Forward::Dr, 1));
+    }
+
+    #[test]
+    fn ipv6_services_take_a_prefix_length_and_ipv6_reals() {
+        let v6: VirtualAddr = "[2001:db8::100]:80".parse().unwrap();
+        let add = ServiceEdit {
+            verb: Verb::Add,
+            protocol: "tcp".into(),
+            address: v6,
+            scheduler: Some("rr".into()),
+            persistent: Some(300),
+            netmask: Some("64".into()),
+        };
+        let c = service(&config(), &add).unwrap();
+        let p = c.services[1].persistence.unwrap();
+        assert_eq!((p.timeout, p.prefix_len()), (300, 64));
+        // An IPv6 service's -M is a prefix length, not a dotted netmask.
+        let dotted = ServiceEdit { verb: Verb::Edit, netmask: Some("255.255.255.0".into()), ..add.clone() };
+        assert!(service(&c, &dotted).unwrap_err().contains("is not an IPv6 prefix length"));
+
+        let real = |addr: &str| RealEdit {
+            verb: Verb::Add,
+            protocol: "tcp".into(),
+            address: v6,
+            real: addr.parse().unwrap(),
+            forward: Some("nat".into()),
+            weight: None,
+            u_threshold: None,
+            l_threshold: None,
+        };
+        let c = real_edit_apply(&c, &real("[2001:db8:1::11]:8080"));
+        let r = &c.services[1].reals[0];
+        assert_eq!((r.addr, r.port), ("2001:db8:1::11".parse::<std::net::IpAddr>().unwrap(), 8080));
+        let mixed = super::real(&c, &real("10.0.1.9:80")).unwrap_err();
+        assert!(mixed.contains("10.0.1.9 is IPv4 but the service's address is IPv6"), "{mixed}");
+    }
+
+    fn real_edit_apply(c: &Config, e: &RealEdit) -> Config {
+        super::real(c, e).unwrap()
     }
 }

@@ -87,7 +87,7 @@ pub fn effective(configured: &[Service], states: &States) -> Vec<Service> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use lb_common::sched::Scheduler;
 
@@ -102,11 +102,11 @@ mod tests {
     }
 
     fn set(states: &mut States, s: &Service, last: u8, up: bool, weight: Option<u32>) {
-        states.insert((service_key(s), (Ipv4Addr::new(10, 0, 1, last), 80)), RealState { up, weight });
+        states.insert((service_key(s), (IpAddr::from(Ipv4Addr::new(10, 0, 1, last)), 80)), RealState { up, weight });
     }
 
     fn weights(s: &Service) -> Vec<(u8, u32)> {
-        s.reals.iter().map(|r| (r.addr.octets()[3], r.weight)).collect()
+        s.reals.iter().map(|r| (crate::addr::to_map(r.addr).0[0].to_ne_bytes()[3], r.weight)).collect()
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::{
     fmt, io,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -32,7 +32,7 @@ pub use monitor::{Event, Monitor, Status};
 pub struct Target {
     pub protocol: Protocol,
     pub vip: VirtualAddr,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
 }
 
@@ -41,13 +41,13 @@ impl Target {
     /// when it has one.
     #[must_use]
     pub fn check_addr(&self, check: &Check) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(self.addr, check.port.unwrap_or(self.port)))
+        SocketAddr::new(self.addr, check.port.unwrap_or(self.port))
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} -> {}:{}", self.protocol.label(), self.vip, self.addr, self.port)
+        write!(f, "{} {} -> {}", self.protocol.label(), self.vip, crate::addr::Endpoint(self.addr, self.port))
     }
 }
 
@@ -126,7 +126,15 @@ pub async fn check_once(target: &Target, check: &Check) -> Result<Option<u32>, C
             CheckKind::External { command, dynamic_weight } => {
                 external::check(target, addr.port(), command, *dynamic_weight).await
             }
-            CheckKind::Ping => ping::check(target.addr).await.map(|()| None),
+            CheckKind::Ping => match target.addr {
+                IpAddr::V4(addr) => ping::check(addr).await.map(|()| None),
+                // The config refuses this ("check ping is IPv4-only").
+                IpAddr::V6(_) => Err(CheckError::Io {
+                    op: "ping (IPv4-only)",
+                    addr,
+                    source: std::io::ErrorKind::Unsupported.into(),
+                }),
+            },
             CheckKind::Dns { name, record } => dns::check(addr, name, *record).await.map(|()| None),
             CheckKind::Smtp { helo } => smtp::check(addr, helo).await.map(|()| None),
         }
@@ -189,13 +197,15 @@ fn format_duration(d: Duration) -> String {
 /// Shared helpers of the checkers' tests: targets and checks on loopback.
 #[cfg(test)]
 pub(crate) mod testutil {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     pub fn target(protocol: Protocol, port: u16) -> Target {
         Target {
             protocol,
             vip: VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 100), 80),
-            addr: Ipv4Addr::LOCALHOST,
+            addr: Ipv4Addr::LOCALHOST.into(),
             port,
         }
     }

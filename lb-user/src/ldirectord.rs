@@ -7,7 +7,7 @@
 //! xlvs cannot take (an fwmark service, a host name, an unknown method) is
 //! an error naming its line.
 
-use std::{net::Ipv4Addr, str::FromStr as _, time::Duration};
+use std::{net::{IpAddr, Ipv4Addr}, str::FromStr as _, time::Duration};
 
 use lb_common::{
     DEFAULT_CONN_TABLE_SIZE,
@@ -489,7 +489,7 @@ impl Virtual {
         let protocol = self.protocol.unwrap_or(if self.port == 53 { Protocol::Udp } else { Protocol::Tcp });
         let scheduler = self.scheduler.unwrap_or(SCHEDULER);
         let persistence = match (self.persistent, self.netmask) {
-            (Some((_, t)), mask) if t > 0 => Some(Persistence { timeout: t, netmask: mask.map_or(Ipv4Addr::BROADCAST, |(_, m)| m) }),
+            (Some((_, t)), mask) if t > 0 => Some(Persistence { timeout: t, netmask: mask.map_or(Ipv4Addr::BROADCAST, |(_, m)| m).into() }),
             (_, Some((line, _))) => {
                 cx.note(line, "netmask", "applies only to a persistent service (as in ldirectord), dropped");
                 None
@@ -506,7 +506,7 @@ impl Virtual {
                 port = self.port;
             }
             let rcheck = self.real_check(cx, r, &check)?;
-            for &addr in &r.addrs {
+            for addr in r.addrs.iter().map(|&a| IpAddr::V4(a)) {
                 if reals.iter().any(|x| (x.addr, x.port) == (addr, port)) {
                     return Err(cx.error_at(r.line, "real", format!("{addr}:{port} is listed twice in this virtual")));
                 }
@@ -521,10 +521,10 @@ impl Virtual {
                 cx.note(f.line, "fallback", format!("{} cannot map ports: the fallback gets the virtual port {}", f.forward, self.port));
                 port = self.port;
             }
-            if reals.iter().any(|r| (r.addr, r.port) == (f.addr, port)) {
+            if reals.iter().any(|r| (r.addr, r.port) == (IpAddr::V4(f.addr), port)) {
                 cx.note(f.line, "fallback", format!("{}:{port} is also a real of virtual {vip}, dropped there", f.addr));
             } else {
-                health.fallback = Some(Real { addr: f.addr, port, weight: 1, forward: f.forward, u_threshold: 0, l_threshold: 0, check: Check::default() });
+                health.fallback = Some(Real { addr: f.addr.into(), port, weight: 1, forward: f.forward, u_threshold: 0, l_threshold: 0, check: Check::default() });
             }
         }
         if let Some((line, command)) = &c.fallbackcommand {
@@ -956,7 +956,7 @@ virtual=192.168.0.100:80
             ("192.168.0.52".to_owned(), 80, Forward::Dr, 1),
         ]);
         let f = s.health.fallback.as_ref().unwrap();
-        assert_eq!((f.addr, f.port, f.forward), (Ipv4Addr::LOCALHOST, 80, Forward::Dr));
+        assert_eq!((f.addr, f.port, f.forward), (IpAddr::from(Ipv4Addr::LOCALHOST), 80, Forward::Dr));
         assert!(s.health.quiescent);
         assert_eq!(s.check.interval, Duration::from_secs(1));
         // A negotiate check without negotiatetimeout takes checktimeout.
@@ -1028,7 +1028,7 @@ virtual=192.168.0.100:80
             "\tnetmask=255.255.255.0\n",
         ));
         let s = &i.config.services[0];
-        let reals: Vec<_> = s.reals.iter().map(|r| (r.addr.octets()[3], r.port, r.forward, r.weight)).collect();
+        let reals: Vec<_> = s.reals.iter().map(|r| (crate::addr::to_map(r.addr).0[0].to_ne_bytes()[3], r.port, r.forward, r.weight)).collect();
         assert_eq!(reals, [
             (1, 8080, Forward::Nat, 5),
             (2, 80, Forward::Tun, 0),
@@ -1040,7 +1040,7 @@ virtual=192.168.0.100:80
         ]);
         assert!(has_note(&i, "ldirectord.cf:5: real: dr cannot map ports"), "{:?}", i.notes);
         assert_eq!(s.scheduler, Scheduler::Wlc);
-        assert_eq!(s.persistence, Some(Persistence { timeout: 600, netmask: Ipv4Addr::new(255, 255, 255, 0) }));
+        assert_eq!(s.persistence, Some(Persistence { timeout: 600, netmask: IpAddr::from(Ipv4Addr::new(255, 255, 255, 0)) }));
         assert_eq!(s.check, Check::default());
     }
 
@@ -1095,12 +1095,12 @@ virtual=192.168.0.100:80
         assert_eq!((a.check.interval, a.check.timeout, a.check.failure_count), (Duration::from_secs(7), Duration::from_secs(9), 4));
         assert!(a.health.quiescent);
         let f = a.health.fallback.as_ref().unwrap();
-        assert_eq!((f.addr, f.port, f.forward), (Ipv4Addr::new(10, 9, 9, 9), 8080, Forward::Nat));
+        assert_eq!((f.addr, f.port, f.forward), (IpAddr::from(Ipv4Addr::new(10, 9, 9, 9)), 8080, Forward::Nat));
         assert_eq!((b.check.interval, b.check.timeout, b.check.failure_count), (Duration::from_secs(5), Duration::from_secs(3), 2));
         assert!(!b.health.quiescent);
         // The global fallback, at the virtual's port.
         let f = b.health.fallback.as_ref().unwrap();
-        assert_eq!((f.addr, f.port, f.forward), (Ipv4Addr::LOCALHOST, 80, Forward::Nat));
+        assert_eq!((f.addr, f.port, f.forward), (IpAddr::from(Ipv4Addr::LOCALHOST), 80, Forward::Nat));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! resolution, the control socket and the ipvsadm-style views. The `xlvs`
 //! binary is a thin command line over this library.
 
+pub mod addr;
 pub mod config;
 pub mod control;
 pub mod dataplane;

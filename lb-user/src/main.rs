@@ -1,6 +1,6 @@
 //! `xlvs`: the command line of the xlvs director.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -128,9 +128,10 @@ enum Command {
         /// The interface the tunnelled packets arrive on.
         #[arg(short, long)]
         interface: String,
-        /// A VIP this real serves (repeat for several).
+        /// A VIP this real serves, IPv4 or IPv6 (repeat for several): IPv4
+        /// VIPs come in IPv4-in-IPv4, IPv6 VIPs IPv6-in-IPv6.
         #[arg(long, required = true)]
-        vip: Vec<Ipv4Addr>,
+        vip: Vec<IpAddr>,
     },
 }
 
@@ -256,7 +257,7 @@ fn set_timeout(socket: &std::path::Path, timeout: &[u32]) -> anyhow::Result<()> 
     }
 }
 
-async fn decap(interface: &str, vips: &[Ipv4Addr]) -> anyhow::Result<()> {
+async fn decap(interface: &str, vips: &[IpAddr]) -> anyhow::Result<()> {
     let _decap = Decap::start(interface, vips)?;
     tracing::info!(interface, vips = ?vips, "decapsulating IP-in-IP for the VIPs");
     let mut term = signal(SignalKind::terminate())?;

@@ -184,7 +184,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             svc_bytes.push(&[svc[0], svc[1], ("direction", direction)], bytes.to_string());
         }
         let mut reals: Vec<&RealView> = service.reals.iter().collect();
-        reals.sort_by_key(|r| (*r.address.ip(), r.address.port()));
+        reals.sort_by_key(|r| (r.address.ip(), r.address.port()));
         for real in reals {
             let address = real.address.to_string();
             let labels = [svc[0], svc[1], ("real", address.as_str())];

@@ -3,11 +3,12 @@
 //! resolved from the kernel's routing and neighbour tables over netlink.
 //! Nobody types MAC addresses into the config.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 
 use futures_util::TryStreamExt as _;
 use netlink_packet_route::{
     AddressFamily,
+    address::{AddressAttribute, AddressScope},
     link::LinkAttribute,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMetric, RouteType},
@@ -19,8 +20,10 @@ pub struct NextHop {
     pub ifindex: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    /// The director's preferred source address towards the real.
-    pub src: Ipv4Addr,
+    /// The director's preferred source address towards the real, of the
+    /// real's family: the route's `src` (prefsrc), else (IPv6) the first
+    /// global address of the egress link.
+    pub src: IpAddr,
     /// The real is one of the director's own addresses (a local route):
     /// its packets go to the kernel, as IPVS's Local forwarding.
     pub local: bool,
@@ -54,25 +57,28 @@ impl Resolver {
 
     /// Resolves the next hop towards `dst`. `Ok(None)` means the route exists
     /// but the neighbour is not known yet: resolution has been started (a
-    /// datagram to the discard port makes the kernel ARP for it), so ask again
-    /// shortly.
+    /// datagram to the discard port makes the kernel ARP, or for IPv6 send a
+    /// neighbour solicitation, for it), so ask again shortly.
     ///
     /// # Errors
     /// On netlink failures, including "no route".
-    pub async fn resolve(&self, dst: Ipv4Addr) -> Result<Option<NextHop>, Error> {
-        let request = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
+    pub async fn resolve(&self, dst: IpAddr) -> Result<Option<NextHop>, Error> {
+        let request = match dst {
+            IpAddr::V4(d) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(d, 32).build(),
+            IpAddr::V6(d) => RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(d, 128).build(),
+        };
         let Some(route) = self.handle.route().get(request).execute().try_next().await? else {
             return Ok(None);
         };
         let mut ifindex = None;
         let mut gateway = dst;
-        let mut src = Ipv4Addr::UNSPECIFIED;
+        let mut src = None;
         let mut route_mtu = None;
         for attr in &route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => ifindex = Some(*i),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = *g,
-                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => src = *s,
+                RouteAttribute::Gateway(g) => gateway = route_ip(g).unwrap_or(gateway),
+                RouteAttribute::PrefSource(s) => src = route_ip(s),
                 RouteAttribute::Metrics(metrics) => {
                     route_mtu = metrics.iter().find_map(|m| match m {
                         RouteMetric::Mtu(mtu) => Some(*mtu),
@@ -88,13 +94,37 @@ impl Resolver {
         }
         let Some((smac, link_mtu)) = self.link(ifindex).await? else { return Ok(None) };
         let mtu = route_mtu.unwrap_or(link_mtu);
+        let src = match (src, dst) {
+            (Some(s), _) if crate::addr::family(s) == crate::addr::family(dst) => s,
+            (_, IpAddr::V6(_)) => self.global_v6_address(ifindex).await?.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::V6),
+            (_, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
         match self.neighbour_mac(ifindex, gateway).await? {
             Some(dmac) => Ok(Some(NextHop { ifindex, smac, dmac, src, local: false, mtu })),
             None => {
-                poke(gateway);
+                poke(gateway, ifindex);
                 Ok(None)
             }
         }
+    }
+
+    /// The first global (universe-scope) IPv6 address of a link, the
+    /// source of IPv6 tunnels when the route names none.
+    async fn global_v6_address(&self, ifindex: u32) -> Result<Option<Ipv6Addr>, Error> {
+        let mut addresses = self.handle.address().get().set_link_index_filter(ifindex).execute();
+        while let Some(a) = addresses.try_next().await? {
+            if a.header.family != AddressFamily::Inet6 || a.header.scope != AddressScope::Universe {
+                continue;
+            }
+            let found = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(IpAddr::V6(v6)) => Some(*v6),
+                _ => None,
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// The link's MAC address and MTU.
@@ -113,8 +143,12 @@ impl Resolver {
         Ok(mac.map(|mac| (mac, mtu)))
     }
 
-    async fn neighbour_mac(&self, ifindex: u32, addr: Ipv4Addr) -> Result<Option<[u8; 6]>, Error> {
-        let mut neighbours = self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute();
+    async fn neighbour_mac(&self, ifindex: u32, addr: IpAddr) -> Result<Option<[u8; 6]>, Error> {
+        let family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let mut neighbours = self.handle.neighbours().get().set_address_family(family).execute();
         while let Some(n) = neighbours.try_next().await? {
             let usable = matches!(
                 n.header.state,
@@ -132,7 +166,8 @@ impl Resolver {
             let mut mac = None;
             for attr in n.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => matches = a == addr,
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => matches = IpAddr::V4(a) == addr,
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => matches = IpAddr::V6(a) == addr,
                     NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l).ok(),
                     _ => {}
                 }
@@ -145,10 +180,26 @@ impl Resolver {
     }
 }
 
-/// Makes the kernel resolve `addr`'s MAC by sending it one empty datagram to
-/// the discard port. Best effort: a failure only delays resolution.
-fn poke(addr: Ipv4Addr) {
-    if let Ok(socket) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
-        let _ = socket.send_to(&[], (addr, 9));
+/// An address of a route attribute, of either family.
+const fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// Makes the kernel resolve `addr`'s MAC (ARP, or NDP for IPv6) by sending
+/// it one empty datagram to the discard port, out of `ifindex` when the
+/// address is link-local (an IPv6 gateway usually is). Best effort: a
+/// failure only delays resolution.
+fn poke(addr: IpAddr, ifindex: u32) {
+    let (bind, to) = match addr {
+        IpAddr::V4(v4) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), SocketAddr::from((v4, 9))),
+        // The scope id only counts for link-local addresses.
+        IpAddr::V6(v6) => (SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)), SocketAddr::V6(SocketAddrV6::new(v6, 9, 0, ifindex))),
+    };
+    if let Ok(socket) = UdpSocket::bind(bind) {
+        let _ = socket.send_to(&[], to);
     }
 }

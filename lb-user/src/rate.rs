@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddrV4,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -97,7 +97,7 @@ fn scaled_rate(delta: u64, scale: u32, elapsed: Duration) -> i64 {
 #[derive(Clone, Debug)]
 struct ServiceEst {
     est: Est,
-    reals: HashMap<SocketAddrV4, Est>,
+    reals: HashMap<SocketAddr, Est>,
 }
 
 /// The rate estimates of every service and real the director has. It
@@ -123,7 +123,7 @@ impl Estimator {
     pub fn sample<S, R>(&mut self, now: Instant, services: S) -> bool
     where
         S: IntoIterator<Item = (ServiceKey, StatsView, R)>,
-        R: IntoIterator<Item = (SocketAddrV4, StatsView)>,
+        R: IntoIterator<Item = (SocketAddr, StatsView)>,
     {
         let elapsed = match self.last_sample {
             Some(last) if now.saturating_duration_since(last) < MIN_GAP => return false,
@@ -168,7 +168,7 @@ impl Estimator {
 
     /// A real's rates within a service; `None` when no sample has named it.
     #[must_use]
-    pub fn real(&self, service: &ServiceKey, real: &SocketAddrV4) -> Option<RateView> {
+    pub fn real(&self, service: &ServiceKey, real: &SocketAddr) -> Option<RateView> {
         self.services.get(service)?.reals.get(real).map(Est::read)
     }
 }
@@ -193,7 +193,7 @@ mod tests {
         ServiceKey { protocol: "tcp".into(), address: address.parse().unwrap() }
     }
 
-    fn real(address: &str) -> SocketAddrV4 {
+    fn real(address: &str) -> SocketAddr {
         address.parse().unwrap()
     }
 
@@ -291,7 +291,7 @@ mod tests {
         let t0 = Instant::now();
         let (a, b) = (real("10.0.1.11:80"), real("10.0.1.12:80"));
         let mut est = Estimator::new();
-        let sample = |est: &mut Estimator, n: u32, reals: Vec<(SocketAddrV4, StatsView)>| {
+        let sample = |est: &mut Estimator, n: u32, reals: Vec<(SocketAddr, StatsView)>| {
             let total = reals.iter().fold(StatsView::default(), |acc, (_, s)| acc + *s);
             est.sample(t0 + PERIOD * n, [(key("10.0.0.1:80"), total, reals)])
         };

@@ -50,8 +50,8 @@ struct RealRule {
 struct ServiceRule {
     /// 0 when the service is not persistent.
     persist_timeout_ns: u64,
-    /// The persistence netmask, network order (IPv4: word 0 of an address).
-    mask: u32,
+    /// The persistence netmask as the maps hold addresses (either family).
+    mask: [u32; 4],
     lblc_expire_ns: u64,
 }
 
@@ -63,7 +63,7 @@ impl Rules {
             let (persist_timeout_ns, mask) = s
                 .service
                 .persistence
-                .map_or((0, u32::MAX), |p| (u64::from(p.timeout) * NS, u32::from_ne_bytes(p.netmask.octets())));
+                .map_or((0, [u32::MAX; 4]), |p| (u64::from(p.timeout) * NS, crate::addr::to_map(p.netmask).0));
             let lblc_expire_ns = u64::from(s.service.lblc_expire) * NS;
             rules.services.insert(s.id, ServiceRule { persist_timeout_ns, mask, lblc_expire_ns });
             for (real, id) in s.service.reals.iter().zip(&s.real_ids) {
@@ -114,12 +114,12 @@ pub fn client_key(reply_key: &ConnKey, reply: &Conn) -> ConnKey {
 
 /// The client networks of persistent services that still have a live
 /// connection: `(service id, client address & netmask)`.
-fn live_networks<'a>(clients: impl Iterator<Item = (&'a ConnKey, &'a Conn)>, rules: &Rules) -> HashSet<(u32, u32)> {
+fn live_networks<'a>(clients: impl Iterator<Item = (&'a ConnKey, &'a Conn)>, rules: &Rules) -> HashSet<(u32, [u32; 4])> {
     clients
         .filter(|(_, c)| c.flags & CONN_F_REPLY == 0)
         .filter_map(|(k, c)| {
             let rule = rules.services.get(&c.service).filter(|r| r.persist_timeout_ns != 0)?;
-            Some((c.service, k.saddr[0] & rule.mask))
+            Some((c.service, std::array::from_fn(|i| k.saddr[i] & rule.mask[i])))
         })
         .collect()
 }
@@ -127,11 +127,11 @@ fn live_networks<'a>(clients: impl Iterator<Item = (&'a ConnKey, &'a Conn)>, rul
 /// Whether a template has outlived its service's persistence timeout with no
 /// live connection from its client network. A template of a service that
 /// is no longer persistent (or no longer there) goes at once.
-fn template_expired(key: &AddrKey, t: &Template, now: u64, rules: &Rules, live: &HashSet<(u32, u32)>) -> bool {
+fn template_expired(key: &AddrKey, t: &Template, now: u64, rules: &Rules, live: &HashSet<(u32, [u32; 4])>) -> bool {
     let Some(rule) = rules.services.get(&key.service).filter(|r| r.persist_timeout_ns != 0) else {
         return true;
     };
-    idle_ns(t.last_used_ns, now) > rule.persist_timeout_ns && !live.contains(&(key.service, key.addr[0]))
+    idle_ns(t.last_used_ns, now) > rule.persist_timeout_ns && !live.contains(&(key.service, key.addr))
 }
 
 /// The lblc or lblcr cache entries to remove: those idle for their
@@ -339,7 +339,7 @@ mod eviction_tests {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use lb_common::{AF_INET, IPPROTO_TCP, IPPROTO_UDP, tcp_state, v4_addr};
 
@@ -350,7 +350,7 @@ mod tests {
 
     fn installed(id: u32, persistence: Option<Persistence>, lblc_expire: u32) -> Installed {
         let real = Real {
-            addr: Ipv4Addr::new(10, 0, 1, 1),
+            addr: IpAddr::from(Ipv4Addr::new(10, 0, 1, 1)),
             port: 80,
             weight: 1,
             forward: Forward::Dr,
@@ -378,7 +378,7 @@ mod tests {
     fn rules() -> Rules {
         let mask = Ipv4Addr::new(255, 255, 255, 0);
         Rules::new(&[
-            installed(0, Some(Persistence { timeout: 360, netmask: mask }), 86_400),
+            installed(0, Some(Persistence { timeout: 360, netmask: mask.into() }), 86_400),
             installed(1, None, 60),
         ])
     }
@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(rules.thresholds(0), (10, 5));
         assert_eq!(rules.thresholds(10), (10, 5));
         assert_eq!(rules.thresholds(99), (0, 0));
-        assert_eq!(rules.services[&0].mask, u32::from_ne_bytes([255, 255, 255, 0]));
+        assert_eq!(rules.services[&0].mask, [u32::from_ne_bytes([255, 255, 255, 0]), 0, 0, 0]);
         assert_eq!(rules.services[&1].persist_timeout_ns, 0);
         assert_eq!(rules.services[&1].lblc_expire_ns, 60 * S);
     }

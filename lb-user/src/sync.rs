@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::Arc,
 };
 
@@ -58,7 +58,7 @@ impl<'a> Directory<'a> {
             let v = s.service.vip;
             s.service.protocol.number() == protocol
                 && v.port == vip.port()
-                && u32::from(*vip.ip()) & u32::from(v.mask()) == u32::from(v.addr)
+                && v.covers(IpAddr::V4(*vip.ip()))
         });
         candidates.max_by_key(|s| s.service.vip.prefix_len)
     }
@@ -70,12 +70,17 @@ impl<'a> Directory<'a> {
 pub fn to_entry(dp: &Dataplane, dir: &Directory<'_>, event: &SyncEvent, timeouts: &Timeouts, now: u64) -> Option<wire::Entry> {
     let (key, conn) = (&event.key, &event.conn);
     let real = dir.reals.get(&conn.real)?;
+    // The wire format names IPv4 addresses only.
+    let IpAddr::V4(real_addr) = real.addr else { return None };
+    if key.family != lb_common::AF_INET {
+        return None;
+    }
     let timeout_ns = timeouts.ns(key.proto, conn.state);
     let left = timeout_ns.saturating_sub(now.saturating_sub(conn.last_seen_ns));
     let nat = conn.flags & CONN_F_NOOUTPUT == 0;
     let peer_mac = if nat {
         let reply = ConnKey {
-            saddr: v4_addr(real.addr.octets()),
+            saddr: v4_addr(real_addr.octets()),
             daddr: key.saddr,
             sport: real.port.to_be(),
             dport: key.sport,
@@ -100,7 +105,7 @@ pub fn to_entry(dp: &Dataplane, dir: &Directory<'_>, event: &SyncEvent, timeouts
         flags,
         client: SocketAddrV4::new(v4(key.saddr), u16::from_be(key.sport)),
         virtual_addr: SocketAddrV4::new(v4(conn.vaddr), u16::from_be(conn.vport)),
-        real: SocketAddrV4::new(real.addr, real.port),
+        real: SocketAddrV4::new(real_addr, real.port),
         timeout: u32::try_from(left.div_ceil(NS)).unwrap_or(u32::MAX),
         peer_mac,
     })
@@ -140,7 +145,7 @@ pub fn install(dp: &mut Dataplane, entry: &wire::Entry, timeouts: &Timeouts, now
             .reals
             .iter()
             .zip(&service.real_ids)
-            .find(|(r, _)| SocketAddrV4::new(r.addr, r.port) == entry.real)
+            .find(|(r, _)| (r.addr, r.port) == (IpAddr::V4(*entry.real.ip()), entry.real.port()))
             .ok_or(Skip::NoReal)?;
         (service.id, *id, real.forward == crate::config::Forward::Nat)
     };

@@ -5,13 +5,13 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
 };
 
 use lb_common::sched::{SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3, Scheduler};
 use serde::{Deserialize, Serialize};
 
-use crate::{config::VirtualAddr, timeouts::Timeouts};
+use crate::{addr, config::VirtualAddr, timeouts::Timeouts};
 
 /// The state of a director, as the control socket returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +26,8 @@ pub struct Snapshot {
 pub struct ServiceView {
     /// "tcp" or "udp".
     pub protocol: String,
-    /// `10.0.0.1:80`, or `10.50.0.0/16:80` for a range service.
+    /// `10.0.0.1:80`, `[2001:db8::1]:80`, or `10.50.0.0/16:80` and
+    /// `[2001:db8:100::/64]:80` for range services.
     pub address: VirtualAddr,
     pub scheduler: String,
     /// The scheduler flags by the names ipvsadm prints (`sh-port`, ...).
@@ -35,9 +36,10 @@ pub struct ServiceView {
     /// The persistence timeout in seconds; absent when not persistent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<u32>,
-    /// The persistence netmask; absent when not persistent.
+    /// The persistence netmask, in the service's family (an IPv6 service's
+    /// is the mask of its prefix length); absent when not persistent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netmask: Option<Ipv4Addr>,
+    pub netmask: Option<IpAddr>,
     pub reals: Vec<RealView>,
     /// The sum over the service's reals.
     pub stats: StatsView,
@@ -65,7 +67,7 @@ pub struct ServiceKey {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealView {
-    pub address: SocketAddrV4,
+    pub address: SocketAddr,
     /// "nat", "dr" or "tun".
     pub forward: String,
     pub weight: u32,
@@ -153,11 +155,11 @@ pub struct ConnView {
     /// template `NONE` (TCP) or `UDP`, as IPVS names them.
     pub state: String,
     /// The client; for a template, the client network with port 0.
-    pub source: SocketAddrV4,
+    pub source: SocketAddr,
     /// The VIP the client addressed; for a template, the service.
     #[serde(rename = "virtual")]
     pub vip: VirtualAddr,
-    pub destination: SocketAddrV4,
+    pub destination: SocketAddr,
     /// A persistence template rather than a connection.
     #[serde(default)]
     pub template: bool,
@@ -298,8 +300,10 @@ fn health_columns(out: &mut String, health: Option<&RealHealth>) {
 }
 
 /// Renders a snapshot like `ipvsadm -L -n` (ipvsadm 1.31's
-/// `print_title` and `print_service_entry`): services sorted by protocol,
-/// address and port, and reals by address and port.
+/// `print_title` and `print_service_entry`): services sorted as libipvs
+/// sorts them, by family (IPv4 first), protocol, address and port, and
+/// reals by family, address and port. An IPv6 address is written
+/// `[addr]:port` in the same padded columns; a longer one pushes them.
 #[must_use]
 pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
     let mut out = String::new();
@@ -330,7 +334,7 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
         }
     }
     let mut services: Vec<&ServiceView> = snapshot.services.iter().collect();
-    services.sort_by_key(|s| (protocol_label(&s.protocol), s.address.addr, s.address.port, s.address.prefix_len));
+    services.sort_by_key(|s| service_order(&s.protocol, &s.address));
     for service in services {
         let name = format!("{:<4} {}", protocol_label(&service.protocol), service.address);
         match layout {
@@ -356,7 +360,8 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
         }
         let mut reals: Vec<&RealView> =
             service.reals.iter().filter(|r| r.in_service || layout == Layout::Health).collect();
-        reals.sort_by_key(|r| (*r.address.ip(), r.address.port()));
+        // IpAddr orders IPv4 before IPv6, as libipvs's family-first compare.
+        reals.sort_by_key(|r| (r.address.ip(), r.address.port()));
         for real in reals {
             let address = real.address.to_string();
             let _ = match layout {
@@ -411,8 +416,16 @@ pub fn render(snapshot: &Snapshot, layout: Layout) -> String {
     out
 }
 
+/// How services are listed: by family (IPv4 first), protocol, address and
+/// port (libipvs's `ipvs_cmp_services`), one order for every view.
+#[must_use]
+pub fn service_order<'a>(protocol: &'a str, vip: &VirtualAddr) -> (u8, &'a str, IpAddr, u16, u8) {
+    (addr::family(vip.addr), protocol, vip.addr, vip.port, vip.prefix_len)
+}
+
 /// What follows the address on a service line: the scheduler, its flags in
-/// parentheses, `persistent N` and `mask M` (only when not /32).
+/// parentheses, `persistent N` and `mask M`: IPv4's netmask
+/// (`255.255.255.0`), IPv6's prefix length (`64`), neither at /32 or /128.
 fn service_flags(out: &mut String, service: &ServiceView) {
     let _ = write!(out, " {}", service.scheduler);
     if !service.scheduler_flags.is_empty() {
@@ -420,8 +433,14 @@ fn service_flags(out: &mut String, service: &ServiceView) {
     }
     if let Some(timeout) = service.persistent {
         let _ = write!(out, " persistent {timeout}");
-        if let Some(mask) = service.netmask.filter(|m| *m != Ipv4Addr::BROADCAST) {
-            let _ = write!(out, " mask {mask}");
+        match service.netmask.map(|m| (m, addr::mask_prefix(m))) {
+            Some((IpAddr::V4(_), Some(32)) | (IpAddr::V6(_), Some(128))) | None => {}
+            Some((IpAddr::V6(_), Some(len))) => {
+                let _ = write!(out, " mask {len}");
+            }
+            Some((mask, _)) => {
+                let _ = write!(out, " mask {mask}");
+            }
         }
     }
 }
@@ -435,11 +454,12 @@ pub fn render_connections(conns: &[ConnView]) -> String {
     let mut rows: Vec<&ConnView> = conns.iter().collect();
     rows.sort_by_key(|c| {
         (
+            addr::family(c.vip.addr),
             protocol_label(&c.protocol),
             c.vip.addr,
             c.vip.port,
             c.vip.prefix_len,
-            *c.source.ip(),
+            c.source.ip(),
             c.source.port(),
             c.template,
         )
@@ -467,6 +487,8 @@ pub fn render_timeout(t: &Timeouts) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn real(a: &str, f: &str, w: u32, act: u64, ina: u64, c: u64) -> RealView {
@@ -533,11 +555,11 @@ mod tests {
     fn rich() -> Snapshot {
         let mut wlc = service("tcp", "10.0.0.1:80", "wlc", vec![real("10.0.1.2:80", "dr", 1, 0, 0, 0)], 0);
         wlc.persistent = Some(360);
-        wlc.netmask = Some(Ipv4Addr::BROADCAST);
+        wlc.netmask = Some(Ipv4Addr::BROADCAST.into());
         let mut sh = service("tcp", "10.0.0.2:80", "sh", vec![real("10.0.1.2:80", "dr", 3, 5, 7, 0)], 0);
         sh.scheduler_flags = sched_flag_names(Scheduler::Sh, SVC_F_SCHED1 | SVC_F_SCHED2);
         sh.persistent = Some(600);
-        sh.netmask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        sh.netmask = Some(Ipv4Addr::new(255, 255, 255, 0).into());
         sh.reals[0].u_threshold = 10000;
         sh.reals[0].l_threshold = 100;
         sh.reals[0].persistent_conns = 4;
@@ -686,7 +708,7 @@ UDP  10.100.0.100:53 rr
 ";
         assert_eq!(render(&snap, Layout::Health), expected);
         // The same health, set through fill_health as the director would.
-        let by_real: std::collections::HashMap<(ServiceKey, SocketAddrV4), RealHealth> = snap
+        let by_real: std::collections::HashMap<(ServiceKey, SocketAddr), RealHealth> = snap
             .services
             .iter()
             .flat_map(|s| s.reals.iter().filter_map(|r| Some(((s.key(), r.address), r.health.clone()?))))
@@ -784,5 +806,112 @@ UDP 04:59  UDP         10.1.0.2:5353      10.100.0.100:53    10.0.1.11:53
         largenum(&mut e, 12_345_678_901, true);
         largenum(&mut e, 7, true);
         assert_eq!(e, " 12345678901        7");
+    }
+
+    /// IPv4 and IPv6 services side by side, as a dual-stack director has them.
+    fn dual_stack() -> Snapshot {
+        let v6 = service(
+            "tcp",
+            "[2001:db8::100]:80",
+            "wlc",
+            vec![real("[2001:db8:1::12]:8080", "nat", 2, 1, 0, 1), real("[2001:db8:1::11]:8080", "nat", 1, 0, 3, 3)],
+            4,
+        );
+        let mut v6p = service("udp", "[2001:db8::100]:53", "rr", vec![real("[2001:db8:1::11]:53", "dr", 1, 0, 0, 0)], 0);
+        v6p.persistent = Some(300);
+        v6p.netmask = Some(crate::addr::prefix_mask(v6p.address.addr, 64));
+        let mut whole = service("tcp", "[2001:db8::200]:443", "sh", vec![real("[2001:db8:1::13]:443", "tun", 1, 0, 0, 0)], 0);
+        whole.persistent = Some(60);
+        whole.netmask = Some(crate::addr::prefix_mask(whole.address.addr, 128));
+        let range = service("tcp", "[2001:db8:100::/64]:80", "dh", vec![real("[2001:db8:1::14]:80", "dr", 1, 0, 0, 0)], 0);
+        let v4 = service("udp", "10.100.0.100:53", "rr", vec![real("10.0.1.11:53", "nat", 1, 0, 2, 2)], 2);
+        Snapshot { conn_table_size: 4096, services: vec![v6, range, v6p, whole, v4], counters: BTreeMap::new() }
+    }
+
+    #[test]
+    fn ipv6_default_layout_matches_ipvsadm() {
+        // IPv4 first (libipvs compares the family first), then protocol,
+        // address and port; `[addr]:port` in ipvsadm's %-28s, pushing the
+        // columns when longer; `mask 64` for an IPv6 prefix, none at /128.
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+UDP  10.100.0.100:53 rr
+  -> 10.0.1.11:53                 Masq    1      0          2         
+TCP  [2001:db8::100]:80 wlc
+  -> [2001:db8:1::11]:8080        Masq    1      0          3         
+  -> [2001:db8:1::12]:8080        Masq    2      1          0         
+TCP  [2001:db8::200]:443 sh persistent 60
+  -> [2001:db8:1::13]:443         Tunnel  1      0          0         
+TCP  [2001:db8:100::/64]:80 dh
+  -> [2001:db8:1::14]:80          Route   1      0          0         
+UDP  [2001:db8::100]:53 rr persistent 300 mask 64
+  -> [2001:db8:1::11]:53          Route   1      0          0         
+";
+        assert_eq!(render(&dual_stack(), Layout::Default), expected);
+    }
+
+    #[test]
+    fn ipv6_long_addresses_push_the_columns() {
+        let mut snap = dual_stack();
+        snap.services[0].reals[0].address = "[2001:db8:aaaa:bbbb:cccc:dddd:eeee:12]:8080".parse().unwrap();
+        let text = render(&snap, Layout::Default);
+        assert!(text.contains("\n  -> [2001:db8:aaaa:bbbb:cccc:dddd:eeee:12]:8080 Masq    2      1          0         \n"), "{text}");
+        let text = render(&snap, Layout::Stats { exact: false });
+        assert!(text.contains("\nTCP  [2001:db8::100]:80                  4       24       20     1600     2400\n"), "{text}");
+        assert!(text.contains("\n  -> [2001:db8:1::11]:8080               3       18       15     1200     1800\n"), "{text}");
+        assert!(text.contains("\n  -> [2001:db8:aaaa:bbbb:cccc:dddd:eeee:12]:8080        1        6        5      400      600\n"), "{text}");
+    }
+
+    #[test]
+    fn ipv6_rate_and_persistent_conn_layouts() {
+        let mut snap = dual_stack();
+        snap.services[0].rate = RateView { cps: 12, inpps: 345, outpps: 300, inbps: 123_456_789, outbps: 98_765 };
+        snap.services[0].reals[1].rate = RateView { cps: 7, inpps: 200, outpps: 180, inbps: 80_000, outbps: 60_000 };
+        snap.services[0].reals[1].persistent_conns = 4;
+        let text = render(&snap, Layout::Rate { exact: false });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[5], "TCP  [2001:db8::100]:80                 12      345      300  123456K    98765");
+        assert_eq!(lines[6], "  -> [2001:db8:1::11]:8080               7      200      180    80000    60000");
+        let text = render(&snap, Layout::PersistentConn);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[6], "  -> [2001:db8:1::11]:8080        1         4           0          3         ");
+        assert_eq!(lines[12], "UDP  [2001:db8::100]:53 rr persistent 300 mask 64");
+    }
+
+    #[test]
+    fn ipv6_connections_and_json() {
+        let conn = |src: &str, vip: &str, dst: &str| ConnView {
+            protocol: "tcp".into(),
+            expire: 899,
+            state: "ESTABLISHED".into(),
+            source: src.parse().unwrap(),
+            vip: vip.parse().unwrap(),
+            destination: dst.parse().unwrap(),
+            template: false,
+        };
+        let rows = [
+            conn("[2001:db8:ff::2]:40001", "[2001:db8::100]:80", "[2001:db8:1::11]:8080"),
+            conn("10.1.0.2:40001", "10.100.0.100:80", "10.0.1.12:8080"),
+        ];
+        let expected = "\
+IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 14:59  ESTABLISHED 10.1.0.2:40001     10.100.0.100:80    10.0.1.12:8080
+TCP 14:59  ESTABLISHED [2001:db8:ff::2]:40001 [2001:db8::100]:80 [2001:db8:1::11]:8080
+";
+        assert_eq!(render_connections(&rows), expected);
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!((json["source"].as_str(), json["virtual"].as_str()), (Some("[2001:db8:ff::2]:40001"), Some("[2001:db8::100]:80")));
+
+        let snap = dual_stack();
+        let json = serde_json::to_value(&snap).unwrap();
+        assert_eq!(json["services"][0]["address"], "[2001:db8::100]:80");
+        assert_eq!(json["services"][1]["address"], "[2001:db8:100::/64]:80");
+        assert_eq!(json["services"][0]["reals"][0]["address"], "[2001:db8:1::12]:8080");
+        assert_eq!(json["services"][2]["netmask"], "ffff:ffff:ffff:ffff::");
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snap);
     }
 }

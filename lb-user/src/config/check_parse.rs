@@ -3,14 +3,16 @@
 //! commands. Every value is taken as a raw [`toml::Value`] and checked here,
 //! so that a wrong type is reported with its key like any other mistake.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Check, CheckKind, ConfigError, Forward, Health, HttpCheck, HttpMethod, Locator, Real, parse_endpoint,
+    Check, CheckKind, ConfigError, Forward, Health, HttpCheck, HttpMethod, Locator, Real, VirtualAddr, parse_endpoint,
+    same_family,
 };
+use crate::addr::Endpoint;
 use crate::timeouts::MAX_TIMEOUT;
 
 /// The status codes an http(s) check accepts when `status` is absent.
@@ -376,14 +378,14 @@ pub(super) struct HealthKeys<'a> {
 
 /// Validates a service's health keys against its port, default forwarding
 /// method and reals.
-pub(super) fn health(at: &Locator<'_>, prefix: &str, keys: &HealthKeys<'_>, vport: u16, default_forward: Forward, reals: &[Real]) -> Result<Health, ConfigError> {
+pub(super) fn health(at: &Locator<'_>, prefix: &str, keys: &HealthKeys<'_>, vip: VirtualAddr, default_forward: Forward, reals: &[Real]) -> Result<Health, ConfigError> {
     let key = |k: &str| format!("{prefix}.{k}");
     let mut health = Health::default();
     if let Some(v) = keys.quiescent {
         health.quiescent = at.boolean(v, &key("quiescent"))?;
     }
     if let Some(v) = keys.fallback {
-        health.fallback = Some(fallback(at, &key("fallback"), v, vport, default_forward, reals)?);
+        health.fallback = Some(fallback(at, &key("fallback"), v, vip, default_forward, reals)?);
     }
     if let Some(v) = keys.quorum {
         // A quorum above the reals' total weight is allowed, as keepalived
@@ -403,7 +405,8 @@ pub(super) fn health(at: &Locator<'_>, prefix: &str, keys: &HealthKeys<'_>, vpor
 
 /// `fallback`: `"ip[:port] [gate|masq|ipip]"` (ldirectord's form) or
 /// `{ address = "ip[:port]", forward = "nat" }`.
-fn fallback(at: &Locator<'_>, key: &str, v: &Spanned<Value>, vport: u16, default_forward: Forward, reals: &[Real]) -> Result<Real, ConfigError> {
+fn fallback(at: &Locator<'_>, key: &str, v: &Spanned<Value>, vip: VirtualAddr, default_forward: Forward, reals: &[Real]) -> Result<Real, ConfigError> {
+    let vport = vip.port;
     let here = |m: String| at.error(v.span().start, key, m);
     let forward_named = |name: &str| {
         Forward::parse(name).ok_or_else(|| here(format!("'{name}' is not a forwarding method: use nat, dr or tun (masq, gate, ipip)")))
@@ -436,20 +439,21 @@ fn fallback(at: &Locator<'_>, key: &str, v: &Spanned<Value>, vport: u16, default
         }
         _ => return Err(at.wrong_type(v, key, "\"ip:port [gate|masq|ipip]\" or { address = \"ip:port\", forward = \"nat\" }")),
     };
-    let (addr, port): (Ipv4Addr, u16) = parse_endpoint(&address, Some(vport)).map_err(here)?;
+    let (addr, port) = parse_endpoint(&address, Some(vport)).map_err(&here)?;
+    same_family(vip.addr, addr).map_err(&here)?;
     let forward = forward.unwrap_or(default_forward);
     if forward != Forward::Nat && port != vport {
         return Err(here(format!("port {port} differs from the virtual port {vport}: only nat can map ports")));
     }
     if reals.iter().any(|r| (r.addr, r.port) == (addr, port)) {
-        return Err(here(format!("{addr}:{port} is one of the service's reals: the fallback serves only while they are all down")));
+        return Err(here(format!("{} is one of the service's reals: the fallback serves only while they are all down", Endpoint(addr, port))));
     }
     Ok(Real { addr, port, weight: 1, forward, u_threshold: 0, l_threshold: 0, check: Check::default() })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use super::super::{Forward, HttpMethod, parse};
     use super::*;
@@ -581,7 +585,7 @@ mod tests {
         assert!(!h.quiescent);
         let f = h.fallback.as_ref().unwrap();
         // The service's method, and nat may map the port.
-        assert_eq!((f.addr, f.port, f.forward, f.weight), (Ipv4Addr::LOCALHOST, 8080, Forward::Nat, 1));
+        assert_eq!((f.addr, f.port, f.forward, f.weight), (IpAddr::from(Ipv4Addr::LOCALHOST), 8080, Forward::Nat, 1));
         assert_eq!(f.check, Check::default());
         assert_eq!(h.quorum, 3);
         assert_eq!((h.quorum_up.as_deref(), h.quorum_down.as_deref()), (Some("up.sh"), Some("down.sh")));
@@ -594,7 +598,7 @@ mod tests {
         let f = fallback("\"127.0.0.1:80 ipip\"");
         assert_eq!((f.port, f.forward), (80, Forward::Tun));
         let f = fallback("{ address = \"10.9.9.9:81\" }");
-        assert_eq!((f.addr, f.port, f.forward), (Ipv4Addr::new(10, 9, 9, 9), 81, Forward::Nat));
+        assert_eq!((f.addr, f.port, f.forward), (IpAddr::from(Ipv4Addr::new(10, 9, 9, 9)), 81, Forward::Nat));
         let f = fallback("{ address = \"10.9.9.9\", forward = \"dr\" }");
         assert_eq!((f.port, f.forward), (80, Forward::Dr));
         // No reals: quorum 0 is still fine.

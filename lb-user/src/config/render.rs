@@ -96,7 +96,11 @@ fn render_service(w: &mut String, s: &Service) {
     }
     if let Some(p) = s.persistence {
         line(w, &format!("persistent = {}", p.timeout));
-        line(w, &format!("netmask = {}", quote(&p.netmask.to_string())));
+        // IPv4 keeps its dotted netmask; IPv6 is written as its prefix length.
+        match p.netmask {
+            std::net::IpAddr::V4(mask) => line(w, &format!("netmask = {}", quote(&mask.to_string()))),
+            std::net::IpAddr::V6(_) => line(w, &format!("netmask = {}", p.prefix_len())),
+        }
     }
     if matches!(s.scheduler, Scheduler::Lblc | Scheduler::Lblcr) {
         line(w, &format!("lblc_expire = {}", s.lblc_expire));
@@ -106,7 +110,7 @@ fn render_service(w: &mut String, s: &Service) {
         line(w, "quiescent = false");
     }
     if let Some(f) = &h.fallback {
-        line(w, &format!("fallback = {{ address = {}, forward = {} }}", quote(&format!("{}:{}", f.addr, f.port)), quote(&f.forward.to_string())));
+        line(w, &format!("fallback = {{ address = {}, forward = {} }}", quote(&crate::addr::Endpoint(f.addr, f.port).to_string()), quote(&f.forward.to_string())));
     }
     if h.quorum != 0 {
         line(w, &format!("quorum = {}", h.quorum));
@@ -134,7 +138,7 @@ fn render_service(w: &mut String, s: &Service) {
 
 fn render_real(w: &mut String, r: &Real, service_check: &Check) {
     line(w, "[[virtual.real]]");
-    line(w, &format!("address = {}", quote(&format!("{}:{}", r.addr, r.port))));
+    line(w, &format!("address = {}", quote(&crate::addr::Endpoint(r.addr, r.port).to_string())));
     line(w, &format!("forward = {}", quote(&r.forward.to_string())));
     line(w, &format!("weight = {}", r.weight));
     if r.u_threshold != 0 {
@@ -510,5 +514,21 @@ weight = 1
 "#;
         let config = round_trip(text);
         assert_eq!(render(&config), expected);
+    }
+
+    #[test]
+    fn ipv6_services_reals_ranges_and_prefixes_round_trip() {
+        let text = format!(
+            "{HEAD}[[virtual]]\naddress = \"[2001:db8::100]:80\"\npersistent = 600\nnetmask = 64\nforward = \"nat\"\nfallback = \"[2001:db8:2::1]:8080\"\n[[virtual.real]]\naddress = \"[2001:db8:1::11]:8080\"\n[[virtual.real]]\naddress = \"[2001:db8:1::12]\"\nforward = \"tun\"\n[[virtual]]\naddress = \"[2001:db8:100::/64]:443\"\n[[virtual.real]]\naddress = \"2001:db8:1::13\"\n"
+        );
+        let c = round_trip(&text);
+        let rendered = render(&c);
+        assert!(rendered.contains("address = \"[2001:db8::100]:80\""), "{rendered}");
+        assert!(rendered.contains("netmask = 64\n"), "{rendered}");
+        assert!(rendered.contains("address = \"[2001:db8:1::11]:8080\""), "{rendered}");
+        assert!(rendered.contains("address = \"[2001:db8:100::/64]:443\""), "{rendered}");
+        assert!(rendered.contains("[2001:db8:2::1]:8080"), "{rendered}");
+        assert_eq!(c.services[0].persistence.unwrap().prefix_len(), 64);
+        assert_eq!(c.services[0].reals[1].port, 80);
     }
 }

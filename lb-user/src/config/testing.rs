@@ -1,6 +1,6 @@
 //! Small constructors the unit tests of several modules share.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::sched::Scheduler;
 
@@ -9,7 +9,7 @@ use super::{Forward, Protocol, Real, Service, VirtualAddr};
 /// A direct-routing real 10.0.1.`last`:80.
 pub fn real(last: u8, weight: u32) -> Real {
     Real {
-        addr: Ipv4Addr::new(10, 0, 1, last),
+        addr: IpAddr::from(Ipv4Addr::new(10, 0, 1, last)),
         port: 80,
         weight,
         forward: Forward::Dr,

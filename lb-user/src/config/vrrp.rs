@@ -116,7 +116,10 @@ impl VirtualIp {
             Some((a, l)) => (a, Some(l)),
             None => (first, None),
         };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 address"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| match addr.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("{v6} is IPv6, and VRRP here is IPv4-only: an IPv6 VIP cannot be held by this instance"),
+            Err(_) => format!("'{addr}' is not an IPv4 address"),
+        })?;
         if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
             return Err(format!("{addr} cannot be a virtual address"));
         }
@@ -260,8 +263,12 @@ pub(super) fn parse(at: &Locator<'_>, s: &VrrpSection, span_start: usize, servic
         None => {
             let mut list: Vec<VirtualIp> = Vec::new();
             for svc in services.iter().filter(|s| !s.vip.is_range()) {
-                if !list.iter().any(|o| o.addr == svc.vip.addr) {
-                    list.push(VirtualIp { addr: svc.vip.addr, prefix_len: 32, interface: interface.clone() });
+                let std::net::IpAddr::V4(addr) = svc.vip.addr else {
+                    // Not dropped silently: the operator would believe it fails over.
+                    return Err(at.error(span_start, "vrrp.addresses", format!("the service {} is IPv6, and VRRP here is IPv4-only: list the IPv4 addresses to hold in vrrp.addresses", svc.vip)));
+                };
+                if !list.iter().any(|o| o.addr == addr) {
+                    list.push(VirtualIp { addr, prefix_len: 32, interface: interface.clone() });
                 }
             }
             if list.is_empty() {
@@ -365,7 +372,7 @@ mod tests {
         for (text, message) in [
             ("", "must not be empty"),
             ("10.0.0.256", "'10.0.0.256' is not an IPv4 address"),
-            ("fe80::1", "is not an IPv4 address"),
+            ("fe80::1", "fe80::1 is IPv6, and VRRP here is IPv4-only"),
             ("10.0.0.1/0", "'/0' is not a prefix length (1..=32)"),
             ("10.0.0.1/33", "not a prefix length"),
             ("10.0.0.1/", "not a prefix length"),
@@ -443,5 +450,19 @@ mod tests {
         let many: Vec<String> = (0..256).map(|i| format!("\"10.2.{}.{}\"", i / 200, i % 200 + 1)).collect();
         let e = vrrp(&format!("interface = \"e\"\nvrid = 1\naddresses = [{}]\n", many.join(", "))).unwrap_err();
         assert!(e.message.contains("256 addresses: an advert holds at most 255"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_vips_are_a_clear_error_not_dropped() {
+        let text = "[director]\ninterfaces = [\"eth0\"]\n[[virtual]]\naddress = \"10.0.0.1:80\"\n[[virtual]]\naddress = \"[2001:db8::100]:80\"\n[vrrp]\ninterface = \"eth0\"\nvrid = 1\n";
+        let e = parse_config("t.toml", text).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (7, "vrrp.addresses"), "{e}");
+        assert!(e.message.contains("[2001:db8::100]:80 is IPv6, and VRRP here is IPv4-only"), "{e}");
+        // Listing the IPv4 addresses is the way out.
+        let listed = format!("{text}addresses = [\"10.0.0.1\"]\n");
+        assert_eq!(parse_config("t.toml", &listed).unwrap().vrrp.unwrap().addresses, [vip([10, 0, 0, 1], 32, "eth0")]);
+        let e = vrrp("interface = \"e\"\nvrid = 1\naddresses = [\"2001:db8::1/64\"]\n").unwrap_err();
+        assert_eq!(e.key, "vrrp.addresses");
+        assert!(e.message.contains("2001:db8::1 is IPv6, and VRRP here is IPv4-only"), "{e}");
     }
 }

@@ -16,7 +16,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap as StdHashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lb_common::{
@@ -31,7 +31,7 @@ use super::{Dataplane, Error, Installed, map_err, real_entry, tables};
 use crate::{config, nexthop::NextHop};
 
 /// A real within its service: its address and port.
-pub type RealKey = (Ipv4Addr, u16);
+pub type RealKey = (IpAddr, u16);
 /// A service: its protocol and virtual address.
 pub type ServiceKey = (config::Protocol, config::VirtualAddr);
 
@@ -138,7 +138,7 @@ impl Dataplane {
     /// When there are not enough free real ids (retired reals still hold
     /// connections), or a map write fails; the check for ids comes first,
     /// so that a refused change changes nothing.
-    pub fn apply(&mut self, want: &[config::Service], nexthop: &StdHashMap<Ipv4Addr, NextHop>) -> Result<Applied, Error> {
+    pub fn apply(&mut self, want: &[config::Service], nexthop: &StdHashMap<IpAddr, NextHop>) -> Result<Applied, Error> {
         let mut applied = Applied::default();
         let wanted: StdHashMap<ServiceKey, &config::Service> = want.iter().map(|s| (service_key(s), s)).collect();
 
@@ -230,7 +230,7 @@ impl Dataplane {
         Ok(())
     }
 
-    fn add_service(&mut self, service: &config::Service, nexthop: &StdHashMap<Ipv4Addr, NextHop>) -> Result<Installed, Error> {
+    fn add_service(&mut self, service: &config::Service, nexthop: &StdHashMap<IpAddr, NextHop>) -> Result<Installed, Error> {
         let id = self.ids.free_services.pop_first().ok_or(Error::NoFreeIds { wanted: 1, free: 0, retired: 0 })?;
         let mut real_ids = Vec::with_capacity(service.reals.len());
         for real in &service.reals {
@@ -270,7 +270,7 @@ impl Dataplane {
         &mut self,
         old: Installed,
         want: &config::Service,
-        nexthop: &StdHashMap<Ipv4Addr, NextHop>,
+        nexthop: &StdHashMap<IpAddr, NextHop>,
         applied: &mut Applied,
     ) -> Result<Installed, Error> {
         let plan = plan_reals(&old, want);
@@ -465,7 +465,7 @@ mod tests {
         let old = Installed { service: service(vec![real(1, 1), real(2, 1), real(3, 1)]), id: 0, real_ids: vec![7, 8, 9] };
         // The file now lists 4, 3, 1 (2 removed, 3 reweighted, 4 new).
         let plan = plan_reals(&old, &service(vec![real(4, 1), real(3, 5), real(1, 1)]));
-        let order: Vec<(u8, Option<u32>)> = plan.reals.iter().map(|(r, id)| (r.addr.octets()[3], *id)).collect();
+        let order: Vec<(u8, Option<u32>)> = plan.reals.iter().map(|(r, id)| (crate::addr::to_map(r.addr).0[0].to_ne_bytes()[3], *id)).collect();
         assert_eq!(order, [(1, Some(7)), (3, Some(9)), (4, None)]);
         assert_eq!(plan.reals[1].0.weight, 5);
         // Real 2 was at install index 1 of 3: scan index 1.
@@ -484,7 +484,7 @@ mod tests {
         assert!(!plan.edited && plan.removed.is_empty());
         assert_eq!(plan.reals.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [Some(1), Some(2)]);
         assert!(same_service_value(&old.service, &want));
-        want.persistence = Some(config::Persistence { timeout: 60, netmask: Ipv4Addr::BROADCAST });
+        want.persistence = Some(config::Persistence { timeout: 60, netmask: IpAddr::V4(std::net::Ipv4Addr::BROADCAST) });
         assert!(!same_service_value(&old.service, &want));
     }
 }

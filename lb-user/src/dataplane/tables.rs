@@ -9,12 +9,11 @@
 
 use aya::maps::lpm_trie::Key;
 use lb_common::{
-    AF_INET, Buckets, MaglevTable, RangeData, SchedState, Service, ServiceKey, range_prefix_len,
+    Buckets, MaglevTable, RangeData, SchedState, Service, ServiceKey, range_prefix_len,
     sched::{MhReal, Scheduler, dh_build, mh_build, sh_build},
-    v4_addr,
 };
 
-use crate::config;
+use crate::{addr, config};
 
 /// The scheduler state and tables of one service.
 pub struct SchedTables {
@@ -57,14 +56,15 @@ pub fn sched_tables(service: &config::Service, last_weights: &[u32]) -> SchedTab
                 .iter()
                 .enumerate()
                 .map(|(i, r)| MhReal {
-                    addr: v4_addr(r.addr.octets()),
+                    addr: addr::to_map(r.addr).0,
                     port: r.port.to_be(),
                     last_weight: last_weights.get(i).copied().unwrap_or(r.weight),
                 })
                 .collect();
             reals.reverse();
             let mut table = Box::<MaglevTable>::default();
-            mh_build(&reals, AF_INET, &mut table.reals);
+            // IPVS hashes IPv6 reals over all 16 bytes.
+            mh_build(&reals, addr::family(service.vip.addr), &mut table.reals);
             tables.maglev = Some(table);
         }
         Scheduler::Rr
@@ -83,7 +83,7 @@ pub fn sched_tables(service: &config::Service, last_weights: &[u32]) -> SchedTab
 pub fn service_value(service: &config::Service, id: u32) -> Service {
     let (persist_timeout, mask) = service
         .persistence
-        .map_or((0, std::net::Ipv4Addr::BROADCAST), |p| (p.timeout, p.netmask));
+        .map_or((0, config::Persistence::whole(service.vip.addr)), |p| (p.timeout, p.netmask));
     Service {
         id,
         nreals: u32::try_from(service.reals.len()).unwrap_or(u32::MAX),
@@ -91,7 +91,7 @@ pub fn service_value(service: &config::Service, id: u32) -> Service {
         flags: service.flags(),
         _pad: [0; 2],
         persist_timeout,
-        persist_mask: v4_addr(mask.octets()),
+        persist_mask: addr::to_map(mask).0,
         lblc_expire_ns: u64::from(service.lblc_expire) * 1_000_000_000,
     }
 }
@@ -99,35 +99,27 @@ pub fn service_value(service: &config::Service, id: u32) -> Service {
 /// The `SERVICES` key of a single-VIP service.
 #[must_use]
 pub fn service_key(service: &config::Service) -> ServiceKey {
-    ServiceKey {
-        addr: v4_addr(service.vip.addr.octets()),
-        port: service.vip.port.to_be(),
-        proto: service.protocol.number(),
-        family: AF_INET,
-    }
+    let (addr, family) = addr::to_map(service.vip.addr);
+    ServiceKey { addr, port: service.vip.port.to_be(), proto: service.protocol.number(), family }
 }
 
 /// The `SERVICE_RANGES` key of a range service: protocol, family and port
 /// (32 bits) then the network's prefix.
 #[must_use]
 pub fn range_key(service: &config::Service) -> Key<RangeData> {
+    let (addr, family) = addr::to_map(service.vip.addr);
     Key::new(
         range_prefix_len(u32::from(service.vip.prefix_len)),
-        RangeData {
-            proto: service.protocol.number(),
-            family: AF_INET,
-            port: service.vip.port.to_be(),
-            addr: v4_addr(service.vip.addr.octets()),
-        },
+        RangeData { proto: service.protocol.number(), family, port: service.vip.port.to_be(), addr },
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use lb_common::{
-        SVC_F_PERSISTENT,
+        AF_INET, AF_INET6, SVC_F_PERSISTENT, v4_addr, v6_addr,
         sched::{MH_TAB_SIZE, NO_REAL, SVC_F_SH_PORT},
     };
 
@@ -145,7 +137,7 @@ mod tests {
             reals: (1u8..)
                 .zip(weights)
                 .map(|(i, &weight)| Real {
-                    addr: Ipv4Addr::new(10, 0, 1, i),
+                    addr: Ipv4Addr::new(10, 0, 1, i).into(),
                     port: 80,
                     weight,
                     forward: Forward::Dr,
@@ -208,7 +200,7 @@ mod tests {
     fn the_service_value_carries_scheduler_flags_and_persistence() {
         let mut s = service(Scheduler::Sh, &[1, 1]);
         s.sched_flags = SVC_F_SH_PORT;
-        s.persistence = Some(Persistence { timeout: 360, netmask: Ipv4Addr::new(255, 255, 255, 0) });
+        s.persistence = Some(Persistence { timeout: 360, netmask: Ipv4Addr::new(255, 255, 255, 0).into() });
         s.lblc_expire = 60;
         let v = service_value(&s, 7);
         assert_eq!((v.id, v.nreals, v.scheduler), (7, 2, lb_common::SCHED_SH));
@@ -223,12 +215,75 @@ mod tests {
     #[test]
     fn range_keys_cover_protocol_port_and_prefix() {
         let mut s = service(Scheduler::Dh, &[1]);
-        s.vip = VirtualAddr { addr: Ipv4Addr::new(10, 50, 0, 0), prefix_len: 16, port: 80 };
+        s.vip = VirtualAddr { addr: Ipv4Addr::new(10, 50, 0, 0).into(), prefix_len: 16, port: 80 };
         let key = range_key(&s);
         assert_eq!(key.prefix_len(), 48);
         let data = key.data();
         assert_eq!((data.proto, data.family, data.port), (lb_common::IPPROTO_TCP, AF_INET, 80u16.to_be()));
         assert_eq!(data.addr, v4_addr([10, 50, 0, 0]));
         assert_eq!(service_key(&service(Scheduler::Rr, &[])).addr, v4_addr([10, 0, 0, 1]));
+    }
+
+    /// The service of `service()` moved to IPv6: VIP 2001:db8::1, reals
+    /// 2001:db8:1::1, ::2, ...
+    fn v6_service(scheduler: Scheduler, weights: &[u32]) -> config::Service {
+        let mut s = service(scheduler, weights);
+        s.vip = VirtualAddr::single("2001:db8::1".parse::<IpAddr>().unwrap(), 80);
+        for (i, r) in (1u16..).zip(&mut s.reals) {
+            r.addr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i));
+        }
+        s
+    }
+
+    fn v6(text: &str) -> [u32; 4] {
+        let IpAddr::V6(a) = text.parse().unwrap() else { panic!("{text}") };
+        v6_addr(a.octets())
+    }
+
+    #[test]
+    fn ipv6_keys_carry_the_family_and_all_sixteen_bytes() {
+        let s = v6_service(Scheduler::Rr, &[1]);
+        let key = service_key(&s);
+        assert_eq!((key.family, key.addr, key.port), (AF_INET6, v6("2001:db8::1"), 80u16.to_be()));
+        let mut r = v6_service(Scheduler::Rr, &[1]);
+        r.vip = VirtualAddr { addr: "2001:db8:100::".parse().unwrap(), prefix_len: 64, port: 443 };
+        let range = range_key(&r);
+        // 32 bits of proto, family and port, then the 64-bit prefix.
+        assert_eq!(range.prefix_len(), 96);
+        let data = range.data();
+        assert_eq!((data.family, data.addr, data.port), (AF_INET6, v6("2001:db8:100::"), 443u16.to_be()));
+    }
+
+    #[test]
+    fn ipv6_persistence_masks_are_prefix_masks_in_map_words() {
+        let mut s = v6_service(Scheduler::Wlc, &[1]);
+        s.persistence = Some(Persistence { timeout: 60, netmask: "ffff:ffff:ffff:ffff::".parse().unwrap() });
+        assert_eq!(service_value(&s, 0).persist_mask, [u32::MAX, u32::MAX, 0, 0]);
+        // Not persistent: the /128 mask, as IPv4's default is /32.
+        s.persistence = None;
+        assert_eq!(service_value(&s, 0).persist_mask, [u32::MAX; 4]);
+        let plain = service_value(&service(Scheduler::Wlc, &[1]), 0);
+        assert_eq!(plain.persist_mask, [u32::MAX, 0, 0, 0]);
+    }
+
+    #[test]
+    fn ipv6_maglev_hashes_the_ipv6_reals() {
+        let w = [1, 1, 1];
+        let v6t = sched_tables(&v6_service(Scheduler::Mh, &w), &weights(&w)).maglev.unwrap();
+        // The same table mh_build makes for these reals as AF_INET6.
+        let reals: Vec<MhReal> = (1u16..=3)
+            .rev()
+            .map(|i| MhReal {
+                addr: v6(&format!("2001:db8:1::{i}")),
+                port: 80u16.to_be(),
+                last_weight: 1,
+            })
+            .collect();
+        let mut want = Box::<MaglevTable>::default();
+        mh_build(&reals, AF_INET6, &mut want.reals);
+        assert_eq!(v6t.reals, want.reals);
+        let mut as_v4 = Box::<MaglevTable>::default();
+        mh_build(&reals, AF_INET, &mut as_v4.reals);
+        assert_ne!(v6t.reals, as_v4.reals, "the family must reach the hash");
     }
 }

@@ -3,7 +3,7 @@
 //! answered: any reply is up unless `expect` says what it must contain, and
 //! an ICMP port unreachable (ECONNREFUSED on a connected socket) is down.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -48,7 +48,8 @@ pub(super) async fn udp(
 /// and the kernel reports an ICMP port unreachable from it as
 /// ECONNREFUSED. Shared with the dns checker.
 pub(super) async fn udp_socket(addr: SocketAddr) -> Result<UdpSocket, CheckError> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+    let any: SocketAddr = if addr.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+    let socket = UdpSocket::bind(any)
         .await
         .map_err(|source| CheckError::Io { op: "bind a socket for", addr, source })?;
     socket.connect(addr).await.map_err(|source| CheckError::Connect { addr, source })?;
