@@ -192,12 +192,7 @@ const MAX_QUOTE: usize = 60 + 8;
 /// the kernel's rate limit (`IcmpBudget`).
 #[inline(always)]
 pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
-    let Some(budget) = ICMP_BUDGET.get_ptr_mut(0) else {
-        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
-    };
-    // SAFETY: a live map value; see `IcmpBudget` on racing CPUs. A plain
-    // helper call.
-    if !unsafe { (*budget).take(bpf_ktime_get_ns()) } {
+    if !within_rate_limit() {
         return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
     }
     let frame = Frame(ctx);
@@ -210,15 +205,8 @@ pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
     if quote_len > MAX_QUOTE {
         return verdict(counter::DROP_BAD_HEADER, XDP_DROP);
     }
-    let frame_len = ctx.data_end() - ctx.data();
-    let cut = (ETH_HLEN + quote_len) as i32 - frame_len as i32;
-    // SAFETY: plain helper calls on our own context.
-    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
-        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
-    }
-    // SAFETY: as above.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV4_HLEN + ICMP_HLEN) as i32)) } != 0 {
-        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    if let Err(action) = reframe(ctx, quote_len, IPV4_HLEN + ICMP_HLEN) {
+        return action;
     }
     let frame = Frame(ctx);
     let (Some(eth), Some(ip), Some(icmp)) = (
@@ -256,6 +244,36 @@ pub fn frag_needed(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
     verdict(counter::ICMP_FRAG_NEEDED_SENT, XDP_TX)
 }
 
+/// Whether the rate limit of the errors the data plane sends lets one more
+/// out now (`IcmpBudget`).
+#[inline(always)]
+fn within_rate_limit() -> bool {
+    let Some(budget) = ICMP_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a live map value; see `IcmpBudget` on racing CPUs. A plain
+    // helper call.
+    unsafe { (*budget).take(bpf_ktime_get_ns()) }
+}
+
+/// Cuts the frame to its Ethernet header and the `quote_len` bytes of the
+/// packet an error quotes, then makes room for `headers` bytes of new IP
+/// and ICMP header between them. A failure is the verdict to return.
+#[inline(always)]
+fn reframe(ctx: &XdpContext, quote_len: usize, headers: usize) -> Result<(), u32> {
+    let frame_len = ctx.data_end() - ctx.data();
+    let cut = (ETH_HLEN + quote_len) as i32 - frame_len as i32;
+    // SAFETY: plain helper calls on our own context.
+    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
+        return Err(verdict(counter::DROP_TRUNCATED, XDP_DROP));
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(headers as i32)) } != 0 {
+        return Err(verdict(counter::DROP_NO_HEADROOM, XDP_DROP));
+    }
+    Ok(())
+}
+
 /// What an ICMPv6 "packet too big" quotes here: the IPv6 header, its
 /// extension headers and 8 bytes of the upper layer (enough for the sender
 /// to find its socket), at most this many bytes. RFC 4443 allows up to the
@@ -268,11 +286,7 @@ const MAX_QUOTE6: usize = 128;
 /// limit. The checksum covers the pseudo-header (RFC 8200 8.1).
 #[inline(always)]
 pub fn packet_too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
-    let Some(budget) = ICMP_BUDGET.get_ptr_mut(0) else {
-        return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
-    };
-    // SAFETY: as in `frag_needed`.
-    if !unsafe { (*budget).take(bpf_ktime_get_ns()) } {
+    if !within_rate_limit() {
         return verdict(counter::DROP_ICMP_RATELIMIT, XDP_DROP);
     }
     let frame = Frame(ctx);
@@ -282,15 +296,8 @@ pub fn packet_too_big(ctx: &XdpContext, flow: &Flow, mtu: u32) -> u32 {
     // SAFETY: bounds checked by `ptr_at`.
     let eth_in = unsafe { *eth };
     let quote_len = (flow.l4_off - ETH_HLEN + 8).min(MAX_QUOTE6) & 0xff;
-    let frame_len = ctx.data_end() - ctx.data();
-    let cut = (ETH_HLEN + quote_len) as i32 - frame_len as i32;
-    // SAFETY: plain helper calls on our own context.
-    if cut < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0 {
-        return verdict(counter::DROP_TRUNCATED, XDP_DROP);
-    }
-    // SAFETY: as above.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((IPV6_HLEN + ICMP_HLEN) as i32)) } != 0 {
-        return verdict(counter::DROP_NO_HEADROOM, XDP_DROP);
+    if let Err(action) = reframe(ctx, quote_len, IPV6_HLEN + ICMP_HLEN) {
+        return action;
     }
     let frame = Frame(ctx);
     let (Some(eth), Some(ip), Some(icmp)) = (
