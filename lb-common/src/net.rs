@@ -387,6 +387,7 @@ pub struct Ipv6FragHdr {
 /// | version not 6; payload length 0 (a jumbogram)                | `BadHeader` |
 /// | payload length past the bytes after the header               | `Truncated` |
 /// | an extension header that runs past the payload               | `BadHeader` |
+/// | a second fragment header                                     | `BadHeader` |
 /// | a routing header with segments left; more than [`MAX_IPV6_EXT_HEADERS`] extension headers | `Extension` |
 /// | a fragment header with an offset: a fragment past the first  | `Fragment`  |
 ///
@@ -446,6 +447,7 @@ fn ipv6_headers(pkt: &impl Packet) -> Result<(Flow, bool), ParseError> {
     let mut off = IPV6_HLEN;
     let mut first_fragment = false;
     let mut later_fragment = false;
+    let mut fragmented = false;
     let mut id = 0;
     let mut i = 0;
     while i < MAX_IPV6_EXT_HEADERS {
@@ -462,7 +464,11 @@ fn ipv6_headers(pkt: &impl Packet) -> Result<(Flow, bool), ParseError> {
                 next = hdr[0];
                 off += (usize::from(hdr[1]) + 1) * 8;
             }
+            // A datagram is fragmented once (RFC 8200 4.5): a second
+            // fragment header cannot be parsed soundly.
+            NEXTHDR_FRAGMENT if fragmented => return Err(ParseError::BadHeader),
             NEXTHDR_FRAGMENT => {
+                fragmented = true;
                 let frag: *const Ipv6FragHdr = ptr_at(pkt, ETH_HLEN + (off & 0x3fff)).ok_or(ParseError::BadHeader)?;
                 // SAFETY: as above.
                 let frag = unsafe { *frag };
@@ -1027,6 +1033,9 @@ mod tests {
         let again = reread_ipv6(&Aligned::new(&p).bytes()).unwrap();
         assert_eq!((again.ip_id, again.proto, again.saddr, again.daddr), (f.ip_id, f.proto, f.saddr, f.daddr));
         assert_eq!(reread_ipv6(&Aligned::new(&tcp6_syn_with(0, &[])).bytes()), None, "not a fragment");
+        // Fragmented twice (the fuzzer's find): malformed.
+        let twice = [NEXTHDR_FRAGMENT, 0, 0x00, 0x01, 0, 0, 0, 1, IPPROTO_TCP, 0, 0x00, 0x08, 0, 0, 0, 2];
+        assert_eq!(parse6_bytes(&tcp6_syn_with(NEXTHDR_FRAGMENT, &twice)), Err(ParseError::BadHeader));
     }
 
     #[test]

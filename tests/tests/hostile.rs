@@ -1197,6 +1197,7 @@ fn model_parse6(f: &[u8]) -> u32 {
     let end = 40 + payload;
     let (mut next, mut off) = (ip[6], 40);
     let mut first_fragment = false;
+    let mut fragmented = false;
     for _ in 0..4 {
         match next {
             0 | 43 | 60 => {
@@ -1207,7 +1208,9 @@ fn model_parse6(f: &[u8]) -> u32 {
                 next = h[0];
                 off += (usize::from(h[1]) + 1) * 8;
             }
+            44 if fragmented => return counter::DROP_BAD_HEADER,
             44 => {
+                fragmented = true;
                 let Some(h) = ip.get(off..off + 8) else { return counter::DROP_BAD_HEADER };
                 if be16(&h[2..]) & 0xfff8 != 0 {
                     // No first fragment of any IPv6 datagram went by.
