@@ -8,7 +8,7 @@ use core::mem::size_of;
 
 use crate::{
     ConnKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, csum,
-    net::{ETH_HLEN, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, ptr_at},
+    net::{ETH_HLEN, Flow, IPV4_HLEN, IPV6_HLEN, Ipv4Hdr, Ipv6Hdr, Packet, ParseError, ipv6_extensions, ptr_at},
 };
 
 pub const ICMP_DEST_UNREACH: u8 = 3;
@@ -160,20 +160,12 @@ pub enum NotAnError {
 /// saw, and the connection lookup decides whether it means anything.
 #[inline(always)]
 pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnError> {
-    let icmp_off = outer.l4_off;
-    let icmp_len = usize::from(outer.ip_len) - (icmp_off - ETH_HLEN);
-    let icmp: *const IcmpHdr = ptr_at(pkt, icmp_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: ptr_at checked the bounds.
-    let kind = unsafe { (*icmp).kind };
-    if !matches!(kind, ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED) {
-        return Err(NotAnError::OtherType);
-    }
-    if icmp_len > MAX_ICMP_LEN {
-        return Err(NotAnError::BadQuote);
-    }
+    let (icmp_off, icmp_len) = error_message(pkt, outer, |kind| {
+        matches!(kind, ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED)
+    })?;
     let quote_off = icmp_off + ICMP_HLEN;
     let quote: *const Ipv4Hdr = ptr_at(pkt, quote_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: as above.
+    // SAFETY: ptr_at checked the bounds.
     let quote = unsafe { *quote };
     let quote_ihl = usize::from(quote.version_ihl & 0x0f) * 4;
     if quote.version_ihl >> 4 != 4 || quote_ihl < IPV4_HLEN || ICMP_HLEN + quote_ihl + 8 > icmp_len {
@@ -183,9 +175,7 @@ pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnEr
         return Err(NotAnError::NoPorts);
     }
     let quote_l4_off = quote_off + quote_ihl;
-    let ports: *const [u16; 2] = ptr_at(pkt, quote_l4_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: as above.
-    let [sport, dport] = unsafe { *ports };
+    let [sport, dport] = quoted_ports(pkt, quote_l4_off)?;
     Ok(IcmpError {
         icmp_off,
         icmp_len,
@@ -200,48 +190,79 @@ pub fn parse_error(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnEr
     })
 }
 
+/// The ICMP message of `outer`: its offset and length, when its type is
+/// one `relayed` names and its length one whose checksum is summed.
+#[inline(always)]
+fn error_message(pkt: &impl Packet, outer: &Flow, relayed: impl Fn(u8) -> bool) -> Result<(usize, usize), NotAnError> {
+    let icmp_off = outer.l4_off;
+    let icmp_len = usize::from(outer.ip_len) - (icmp_off - ETH_HLEN);
+    // ICMP's and ICMPv6's type and code. (A one-byte read is what the
+    // verifier cannot prove inside the packet.)
+    let kind_code: *const [u8; 2] = ptr_at(pkt, icmp_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: ptr_at checked the bounds.
+    if !relayed(unsafe { (*kind_code)[0] }) {
+        return Err(NotAnError::OtherType);
+    }
+    if icmp_len > MAX_ICMP_LEN {
+        return Err(NotAnError::BadQuote);
+    }
+    Ok((icmp_off, icmp_len))
+}
+
+/// The quoted ports, source and destination, at `quote_l4_off`.
+#[inline(always)]
+fn quoted_ports(pkt: &impl Packet, quote_l4_off: usize) -> Result<[u16; 2], NotAnError> {
+    let ports: *const [u16; 2] = ptr_at(pkt, quote_l4_off).ok_or(NotAnError::BadQuote)?;
+    // SAFETY: ptr_at checked the bounds.
+    Ok(unsafe { *ports })
+}
+
 /// The ICMPv6 errors IPVS relays (`ip_vs_in_icmp_v6`): destination
 /// unreachable, packet too big, time exceeded.
 pub const ICMPV6_DEST_UNREACH: u8 = 1;
 pub const ICMPV6_TIME_EXCEED: u8 = 3;
 
 /// [`parse_error`] for ICMPv6, in the message that `outer` (from
-/// [`crate::net::parse_ipv6`], next header 58) carries. The quote must be
-/// an IPv6 header directly followed by TCP or UDP (a quote with extension
-/// headers names no connection here: `NoPorts`, the kernel's).
+/// [`crate::net::parse_ipv6`], next header 58) carries. The quote's
+/// extension headers are stepped over by the rules the packet's own are
+/// (`ipv6_extensions`), as `ip_vs_in_icmp_v6` finds the quoted transport
+/// header; one that cannot be stepped over, or a fragment past the first,
+/// names no connection (`NoPorts`), and one cut short by the quote's end is
+/// a `BadQuote`.
 #[inline(always)]
 pub fn parse_error6(pkt: &impl Packet, outer: &Flow) -> Result<IcmpError, NotAnError> {
-    let icmp_off = outer.l4_off;
-    let icmp_len = usize::from(outer.ip_len) - (icmp_off - ETH_HLEN);
-    let icmp: *const Icmp6Hdr = ptr_at(pkt, icmp_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: ptr_at checked the bounds.
-    let kind = unsafe { (*icmp).kind };
-    if !matches!(kind, ICMPV6_DEST_UNREACH | ICMPV6_PKT_TOOBIG | ICMPV6_TIME_EXCEED) {
-        return Err(NotAnError::OtherType);
-    }
-    if icmp_len > MAX_ICMP_LEN || ICMP_HLEN + IPV6_HLEN + 8 > icmp_len {
+    let (icmp_off, icmp_len) = error_message(pkt, outer, |kind| {
+        matches!(kind, ICMPV6_DEST_UNREACH | ICMPV6_PKT_TOOBIG | ICMPV6_TIME_EXCEED)
+    })?;
+    if ICMP_HLEN + IPV6_HLEN + 8 > icmp_len {
         return Err(NotAnError::BadQuote);
     }
     let quote_off = icmp_off + ICMP_HLEN;
     let quote: *const Ipv6Hdr = ptr_at(pkt, quote_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: as above.
+    // SAFETY: ptr_at checked the bounds.
     let quote = unsafe { *quote };
     if u32::from_be(quote.vtc_flow) >> 28 != 6 {
         return Err(NotAnError::BadQuote);
     }
-    if !matches!(quote.nexthdr, IPPROTO_TCP | IPPROTO_UDP) {
+    let ext = match ipv6_extensions(pkt, quote_off, quote.nexthdr, icmp_len - ICMP_HLEN) {
+        Ok(ext) if !ext.later_fragment => ext,
+        Err(ParseError::BadHeader) => return Err(NotAnError::BadQuote),
+        _ => return Err(NotAnError::NoPorts),
+    };
+    if !matches!(ext.next, IPPROTO_TCP | IPPROTO_UDP) {
         return Err(NotAnError::NoPorts);
     }
-    let quote_l4_off = quote_off + IPV6_HLEN;
-    let ports: *const [u16; 2] = ptr_at(pkt, quote_l4_off).ok_or(NotAnError::BadQuote)?;
-    // SAFETY: as above.
-    let [sport, dport] = unsafe { *ports };
+    if ICMP_HLEN + ext.off + 8 > icmp_len {
+        return Err(NotAnError::BadQuote);
+    }
+    let quote_l4_off = quote_off + ext.off;
+    let [sport, dport] = quoted_ports(pkt, quote_l4_off)?;
     Ok(IcmpError {
         icmp_off,
         icmp_len,
         quote_off,
         quote_l4_off,
-        proto: quote.nexthdr,
+        proto: ext.next,
         family: crate::AF_INET6,
         saddr: quote.saddr,
         daddr: quote.daddr,
@@ -370,6 +391,62 @@ mod tests {
         frame[14 + 40] = ICMPV6_PKT_TOOBIG;
         frame[14 + 40 + 8 + 6] = 44;
         assert_eq!(parse_error6(&Aligned::new(&frame).bytes(), &outer), Err(NotAnError::NoPorts));
+    }
+
+    /// An ICMPv6 "packet too big" from a router to the VIP, quoting the
+    /// VIP's packet to a client whose IPv6 header has next header `first`
+    /// and is followed by `rest` (extension headers, then TCP ports).
+    fn too_big_quoting(first: u8, rest: &[u8]) -> std::vec::Vec<u8> {
+        let vip = [0x20u8, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let client = [0x20u8, 1, 0x0d, 0xb8, 0, 0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        let mut icmp = std::vec![ICMPV6_PKT_TOOBIG, 0, 0, 0, 0, 0, 0x05, 0x00, 0x60, 0, 0, 0, 0, rest.len() as u8, first, 63];
+        icmp.extend_from_slice(&vip);
+        icmp.extend_from_slice(&client);
+        icmp.extend_from_slice(rest);
+        let mut frame = std::vec![0u8; 12];
+        frame.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        frame.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[IPPROTO_ICMPV6, 64]);
+        frame.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0xc1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        frame.extend_from_slice(&vip);
+        frame.extend_from_slice(&icmp);
+        frame
+    }
+
+    fn parse_error6_of(frame: &[u8]) -> Result<IcmpError, NotAnError> {
+        let aligned = Aligned::new(frame);
+        let pkt = aligned.bytes();
+        parse_error6(&pkt, &parse_ipv6(&pkt).unwrap())
+    }
+
+    #[test]
+    fn an_icmpv6_quote_with_extension_headers_names_the_connection() {
+        let ports = [0, 80, 0x9c, 0x40, 0, 0, 0, 1];
+        // Hop-by-hop (8 bytes, PadN), then TCP.
+        let mut hop = std::vec![IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0];
+        hop.extend_from_slice(&ports);
+        let error = parse_error6_of(&too_big_quoting(0, &hop)).unwrap();
+        let quote_off = 14 + 40 + 8;
+        assert_eq!((error.quote_off, error.quote_l4_off, error.proto), (quote_off, quote_off + 48, IPPROTO_TCP));
+        assert_eq!((u16::from_be(error.conn_key().sport), u16::from_be(error.conn_key().dport)), (40000, 80));
+        // Destination options (16 bytes), then a first fragment of UDP.
+        let mut dest_frag = std::vec![44, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        dest_frag.extend_from_slice(&[IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 9]);
+        dest_frag.extend_from_slice(&ports);
+        let error = parse_error6_of(&too_big_quoting(60, &dest_frag)).unwrap();
+        assert_eq!((error.quote_l4_off, error.proto), (quote_off + 40 + 16 + 8, IPPROTO_UDP));
+        // A fragment past the first, a routing header with segments left,
+        // and a quote that ends inside the ports or inside a header.
+        let mut later = std::vec![IPPROTO_TCP, 0, 0, 8, 0, 0, 0, 9];
+        later.extend_from_slice(&ports);
+        assert_eq!(parse_error6_of(&too_big_quoting(44, &later)), Err(NotAnError::NoPorts));
+        let mut routing = std::vec![IPPROTO_TCP, 0, 0, 1, 0, 0, 0, 0];
+        routing.extend_from_slice(&ports);
+        assert_eq!(parse_error6_of(&too_big_quoting(43, &routing)), Err(NotAnError::NoPorts));
+        assert_eq!(parse_error6_of(&too_big_quoting(0, &hop[..12])), Err(NotAnError::BadQuote));
+        let long_hop = [IPPROTO_TCP, 2, 1, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse_error6_of(&too_big_quoting(0, &long_hop)), Err(NotAnError::BadQuote));
     }
 
     /// An IPv4 header (20 bytes) with a correct checksum.

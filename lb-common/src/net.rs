@@ -441,69 +441,97 @@ fn ipv6_headers(pkt: &impl Packet) -> Result<(Flow, bool), ParseError> {
     if ETH_HLEN + IPV6_HLEN + payload > frame_len {
         return Err(ParseError::Truncated);
     }
-    let end = IPV6_HLEN + payload;
-    let mut next = ip.nexthdr;
-    // From the start of the IPv6 header; each step adds at most 2048.
-    let mut off = IPV6_HLEN;
-    let mut first_fragment = false;
-    let mut later_fragment = false;
+    let ext = ipv6_extensions(pkt, ETH_HLEN, ip.nexthdr, IPV6_HLEN + payload)?;
+    let flow = Flow {
+        ip_len: (IPV6_HLEN + payload) as u16,
+        family: AF_INET6,
+        proto: ext.next,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        ttl: ip.hop_limit,
+        l4_off: ETH_HLEN + ext.off,
+        ip_id: ext.id,
+        first_fragment: ext.first_fragment,
+        ..Flow::default()
+    };
+    Ok((flow, ext.later_fragment))
+}
+
+/// Where an IPv6 packet's extension headers end, as [`ipv6_extensions`]
+/// found it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Extensions {
+    /// The upper-layer protocol (a fragment's, past the first).
+    pub next: u8,
+    /// The upper-layer header's offset from the IPv6 header (below 0x4000).
+    pub off: usize,
+    /// A fragment header with offset 0 and more-fragments.
+    pub first_fragment: bool,
+    /// A fragment header with an offset: no upper-layer header follows.
+    pub later_fragment: bool,
+    /// The fragment header's id, network order.
+    pub id: u32,
+}
+
+/// Steps over the extension headers of the IPv6 header at `ip_off`, whose
+/// next header is `first` and whose headers and payload take `end` bytes
+/// (all there, or fewer for an ICMP error's quote). The rules of
+/// [`parse_ipv6`]: hop-by-hop, destination options and routing headers
+/// without segments left are stepped over, a fragment header ends the walk
+/// when it has an offset; a header past `end` or a second fragment header is
+/// `BadHeader`, segments left or more than [`MAX_IPV6_EXT_HEADERS`] headers
+/// `Extension`. One walk for the packet and for the packet an error quotes.
+#[inline(always)]
+pub fn ipv6_extensions(pkt: &impl Packet, ip_off: usize, first: u8, end: usize) -> Result<Ipv6Extensions, ParseError> {
+    let mut ext = Ipv6Extensions { next: first, off: IPV6_HLEN, ..Ipv6Extensions::default() };
     let mut fragmented = false;
-    let mut id = 0;
     let mut i = 0;
     while i < MAX_IPV6_EXT_HEADERS {
         i += 1;
-        match next {
+        // Each step adds at most 2048 to `off`; the mask bounds it for the
+        // verifier.
+        let at = ip_off + (ext.off & 0x3fff);
+        match ext.next {
             NEXTHDR_HOP | NEXTHDR_DEST | NEXTHDR_ROUTING => {
-                let hdr: *const [u8; 4] = ptr_at(pkt, ETH_HLEN + (off & 0x3fff)).ok_or(ParseError::BadHeader)?;
+                let hdr: *const [u8; 4] = ptr_at(pkt, at).ok_or(ParseError::BadHeader)?;
                 // SAFETY: ptr_at checked the bounds.
                 let hdr = unsafe { *hdr };
                 // The routing header's fourth byte: segments left.
-                if next == NEXTHDR_ROUTING && hdr[3] != 0 {
+                if ext.next == NEXTHDR_ROUTING && hdr[3] != 0 {
                     return Err(ParseError::Extension);
                 }
-                next = hdr[0];
-                off += (usize::from(hdr[1]) + 1) * 8;
+                ext.next = hdr[0];
+                ext.off += (usize::from(hdr[1]) + 1) * 8;
             }
             // A datagram is fragmented once (RFC 8200 4.5): a second
             // fragment header cannot be parsed soundly.
             NEXTHDR_FRAGMENT if fragmented => return Err(ParseError::BadHeader),
             NEXTHDR_FRAGMENT => {
                 fragmented = true;
-                let frag: *const Ipv6FragHdr = ptr_at(pkt, ETH_HLEN + (off & 0x3fff)).ok_or(ParseError::BadHeader)?;
+                let frag: *const Ipv6FragHdr = ptr_at(pkt, at).ok_or(ParseError::BadHeader)?;
                 // SAFETY: as above.
                 let frag = unsafe { *frag };
                 let frag_off = u16::from_be(frag.frag_off);
-                id = frag.id;
-                next = frag.nexthdr;
-                off += size_of::<Ipv6FragHdr>();
+                ext.id = frag.id;
+                ext.next = frag.nexthdr;
+                ext.off += size_of::<Ipv6FragHdr>();
                 if frag_off & IP6_OFFSET != 0 {
-                    later_fragment = true;
+                    ext.later_fragment = true;
                     break;
                 }
-                first_fragment = frag_off & IP6_MF != 0;
+                ext.first_fragment = frag_off & IP6_MF != 0;
             }
             _ => break,
         }
-        if off > end {
+        if ext.off > end {
             return Err(ParseError::BadHeader);
         }
     }
-    if !later_fragment && matches!(next, NEXTHDR_HOP | NEXTHDR_DEST | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT) {
+    if !ext.later_fragment && matches!(ext.next, NEXTHDR_HOP | NEXTHDR_DEST | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT) {
         return Err(ParseError::Extension);
     }
-    let flow = Flow {
-        ip_len: (IPV6_HLEN + payload) as u16,
-        family: AF_INET6,
-        proto: next,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        ttl: ip.hop_limit,
-        l4_off: ETH_HLEN + (off & 0x3fff),
-        ip_id: id,
-        first_fragment,
-        ..Flow::default()
-    };
-    Ok((flow, later_fragment))
+    ext.off &= 0x3fff;
+    Ok(ext)
 }
 
 /// The fragment offset and more-fragments in `Ipv6FragHdr::frag_off`.

@@ -47,15 +47,16 @@ fn relay(ctx: &XdpContext) -> u32 {
     let Some(conn) = CONNS.get_ptr(&error.conn_key()) else {
         return verdict(counter::PASS_ICMP, XDP_PASS);
     };
-    // SAFETY: a live map value, copied out.
-    let conn = unsafe { *conn };
+    // SAFETY: a live map value. Read in place: a copy would not leave the
+    // stack room this program needs.
+    let conn = unsafe { &*conn };
     if !icmp::checksum_ok(&frame, &outer, &error) {
         return verdict(counter::DROP_ICMP_CHECKSUM, XDP_DROP);
     }
     let action = if conn.flags & CONN_F_REPLY != 0 {
-        to_client(ctx, &outer, &error, &conn)
+        to_client(ctx, &outer, &error, conn)
     } else {
-        to_real(ctx, &outer, &error, &conn)
+        to_real(ctx, &outer, &error, conn)
     };
     if action == XDP_TX || action == XDP_REDIRECT {
         verdict(counter::ICMP_RELAYED, action)

@@ -481,3 +481,53 @@ fn icmpv6_errors_reach_the_connection_and_nat_rewrites_them() {
         "ICMPv6",
     );
 }
+
+/// The quote of an ICMPv6 error may carry extension headers of its own:
+/// they are stepped over as the packet's own are, so the error still names
+/// its connection, and NAT rewrites the quoted ports where they really are.
+#[test]
+fn icmpv6_errors_quoting_extension_headers_reach_the_connection() {
+    let mut lb = Lb::new();
+    let dns = lb.add_service6(VIP6, DNS, IPPROTO_UDP);
+    lb.add_real(dns, real6(REAL6_2, REAL_DNS, FWD_NAT));
+    let query = P6::udp((CLIENT6, 5000), (VIP6, DNS));
+    assert_eq!(lb.run(&query.frame(b"q")).0, XDP_TX);
+
+    // The NAT real's "port unreachable" quotes its copy of the query with
+    // a hop-by-hop header: back to the client, quoting the query as the
+    // client sent it.
+    let quoted = 40 + 8 + 8;
+    let to_real = with_ext(&query.nat_to(REAL6_2, REAL_DNS).frame(b"q"), 0, &opts(IPPROTO_UDP));
+    let unreach = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &to_real[14..14 + quoted]);
+    let sent = with_ext(&query.frame(b"q"), 0, &opts(IPPROTO_UDP));
+    let mut back = icmp6_error((DIRECTOR_MAC, ROUTER_MAC), VIP6, CLIENT6, 1, 0, &sent[14..14 + quoted]);
+    back[14 + 7] = 63;
+    back[14 + 48 + 7] = 63;
+    let (action, out) = lb.run(&unreach);
+    assert_eq!(action, XDP_TX, "back to the client");
+    // The ICMPv6 checksum, and the quoted UDP checksum (the real's, kept).
+    let blank = |f: &[u8]| {
+        let mut f = f.to_vec();
+        f[14 + 42..14 + 44].copy_from_slice(&[0, 0]);
+        f[14 + 48 + 54..14 + 48 + 56].copy_from_slice(&[0, 0]);
+        f
+    };
+    assert_eq!(blank(&out), blank(&back), "the quoted port behind the hop-by-hop header is the VIP's");
+    assert_checksums(&out, "relayed port unreachable");
+
+    // A quote that is a fragment past the first has no ports, and one
+    // whose extension header runs past its end is no quote: the kernel's.
+    let later = [IPPROTO_UDP, 0, 0, 8, 0, 0, 0, 9];
+    let fragment = with_ext(&query.nat_to(REAL6_2, REAL_DNS).frame(b"q"), 44, &later);
+    let about_a_fragment = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &fragment[14..14 + quoted]);
+    lb.expect("quote of a later fragment", &about_a_fragment, XDP_PASS, &about_a_fragment);
+    let mut long = opts(IPPROTO_UDP);
+    long[1] = 3;
+    let cut = with_ext(&query.nat_to(REAL6_2, REAL_DNS).frame(b"q"), 0, &long);
+    let cut_short = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &cut[14..14 + quoted]);
+    lb.expect("quote cut inside its extension header", &cut_short, XDP_PASS, &cut_short);
+    lb.assert_counters(
+        &[(counter::CONN_NEW, 1), (counter::ICMP_RELAYED, 1), (counter::PASS_ICMP, 2)],
+        "ICMPv6 quoting extension headers",
+    );
+}
