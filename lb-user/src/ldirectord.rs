@@ -1292,9 +1292,16 @@ virtual=192.168.0.100:80
             "    service=dns\n",
             "virtual=10.0.0.1:80\n",
             "    real=10.0.1.1 gate\n",
+            "virtual6=[2001:db8::100]:5060\n",
+            "    real6=[2001:db8:1::11] gate\n",
+            "    protocol=udp\n",
+            "    checktype=connect\n",
         ));
         let c = &i.config;
-        assert_eq!(c.services.len(), 3);
+        assert_eq!(c.services.len(), 4);
+        // ldirectord checks a UDP service's connect with a ping, ICMPv6 here.
+        assert_eq!(c.services[3].check.kind, CheckKind::Ping);
+        assert_eq!(c.services[3].reals[0].check.kind, CheckKind::Ping);
         let web = &c.services[0];
         assert_eq!((web.protocol, web.vip), (Protocol::Tcp, VirtualAddr::single("2001:db8::100".parse::<Ipv6Addr>().unwrap(), 80)));
         let reals: Vec<_> = web.reals.iter().map(|r| (Endpoint(r.addr, r.port).to_string(), r.forward, r.weight)).collect();
