@@ -111,10 +111,10 @@ pub(super) async fn check(addr: IpAddr) -> Result<(), CheckError> {
     let open = "open a raw ICMP socket for";
     let socket = family.socket().map_err(io_err(open))?;
     socket.set_nonblocking(true).map_err(io_err(open))?;
-    if family == Family::V6 {
-        if let Err(e) = only_echo_replies(&socket) {
-            tracing::debug!(error = %e, "ping: no ICMPv6 filter, every message is matched");
-        }
+    if family == Family::V6
+        && let Err(e) = only_echo_replies(&socket)
+    {
+        tracing::debug!(error = %e, "ping: no ICMPv6 filter, every message is matched");
     }
     // Connected, the socket only receives what `addr` sends.
     socket.connect(&sockaddr.into()).map_err(|source| CheckError::Connect { addr: sockaddr, source })?;
