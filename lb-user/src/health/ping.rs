@@ -403,25 +403,42 @@ mod tests {
         }
     }
 
-    /// In a network namespace of its own, whose loopback is down, neither
-    /// family's loopback is reachable: the check says so rather than
-    /// waiting. The namespace is this thread's alone and goes with it.
-    #[test]
-    fn an_unreachable_real_is_down_in_both_families() {
-        let results = std::thread::spawn(|| {
+    /// Runs `f` on a thread of its own in a network namespace of its own,
+    /// after `ip` has run each of `setup` there (a child of this thread
+    /// shares its namespace). The namespace holds nothing but its loopback,
+    /// and goes with the thread: nothing outside it is touched or left.
+    fn in_private_netns<T: Send + 'static>(setup: &'static [&'static [&'static str]], f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
             // SAFETY: a plain syscall; it moves only this thread.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
+                panic!("a network namespace (the tests run as root): {}", std::io::Error::last_os_error());
             }
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let c = make_check(CheckKind::Ping, Duration::from_secs(2));
-            Ok([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
-                .map(|addr| (addr, runtime.block_on(check_once(&target_at(addr), &c)))))
+            // The premise of running `ip` here: this thread's namespace is
+            // not the process's (/proc/self is the main thread).
+            let ns = |path| std::fs::read_link(path).expect("read a namespace link");
+            assert_ne!(ns("/proc/thread-self/ns/net"), ns("/proc/self/ns/net"), "not in a namespace of its own");
+            for args in setup {
+                let out = std::process::Command::new("ip").args(*args).output().expect("run ip");
+                assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            f()
         })
         .join()
         .expect("the namespace thread")
-        .expect("a network namespace (the tests run as root)");
-        for (addr, r) in results {
+    }
+
+    fn ping_each(addrs: [IpAddr; 2], timeout: Duration) -> [(IpAddr, Result<Option<u32>, CheckError>); 2] {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let c = make_check(CheckKind::Ping, timeout);
+        addrs.map(|addr| (addr, runtime.block_on(check_once(&target_at(addr), &c))))
+    }
+
+    /// With its loopback down, neither family's loopback is reachable: the
+    /// check says so at once rather than waiting.
+    #[test]
+    fn an_unreachable_real_is_down_in_both_families() {
+        let addrs = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+        for (addr, r) in in_private_netns(&[], move || ping_each(addrs, Duration::from_secs(2))) {
             match r {
                 // No route for IPv4; no source address for IPv6.
                 Err(CheckError::Connect { source, .. } | CheckError::Io { source, .. }) => {
@@ -430,6 +447,33 @@ mod tests {
                 }
                 other => panic!("{addr}: {other:?}"),
             }
+        }
+    }
+
+    /// A real that routes but never answers, as a dead host: its network is
+    /// on the namespace's loopback, which drops what is not its own. The
+    /// check times out in both families.
+    #[test]
+    fn a_silent_real_times_out_in_both_families() {
+        const SETUP: &[&[&str]] = &[
+            &["link", "set", "lo", "up"],
+            // On a loopback, an IPv4 address's whole prefix would be local:
+            // the address alone, and a route for its network.
+            &["addr", "add", "10.77.0.1/32", "dev", "lo"],
+            &["route", "add", "10.77.0.0/24", "dev", "lo"],
+            &["-6", "addr", "add", "2001:db8:77::1/64", "dev", "lo", "nodad"],
+        ];
+        let addrs = [IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)), IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 2))];
+        let (results, own) = in_private_netns(SETUP, move || {
+            let own = ping_each([IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)), IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 1))], Duration::from_secs(2));
+            (ping_each(addrs, Duration::from_millis(300)), own)
+        });
+        // The namespace's own addresses answer, so silence is the real's.
+        for (addr, r) in own {
+            assert_eq!(r.ok(), Some(None), "{addr}");
+        }
+        for (addr, r) in results {
+            assert!(matches!(r, Err(CheckError::TimedOut(_))), "{addr}: {r:?}");
         }
     }
 }
