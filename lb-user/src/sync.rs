@@ -10,6 +10,10 @@
 //! real among its own and installs the entry, counted as IPVS's
 //! `ip_vs_bind_dest()` would. A lost or late message costs one connection's
 //! stickiness; a message naming what the backup does not have is skipped.
+//!
+//! Connections of both families are carried; the directors themselves talk
+//! over IPv4 (the sync interface's address), as IPVS's sync daemon does by
+//! default.
 
 use std::{
     collections::HashMap,
