@@ -610,10 +610,6 @@ fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Ser
             return Err(at.error(r.address.span().start, rkey("address"), format!("{} is listed twice in this service", addr::Endpoint(raddr, rport))));
         }
         let rcheck = check_parse::resolve(at, &rkey("check"), r.check.as_ref(), &check)?;
-        if raddr.is_ipv6() && rcheck.kind == CheckKind::Ping {
-            let key = if r.check.is_some() { rkey("check.type") } else { key("check.type") };
-            return Err(at.error(r.address.span().start, key, "check ping is IPv4-only: use connect (or another check) for IPv6 reals"));
-        }
         reals.push(Real { addr: raddr, port: rport, weight, forward, u_threshold, l_threshold, check: rcheck });
     }
     let keys = check_parse::HealthKeys {
@@ -1131,6 +1127,16 @@ weight = 2
     }
 
     #[test]
+    fn ipv6_reals_take_every_check_type_ping_included() {
+        let text = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\naddress = \"[2001:db8::1]:80\"\n[virtual.check]\ntype = \"ping\"\n\
+            [[virtual.real]]\naddress = \"[2001:db8::2]\"\n[[virtual.real]]\naddress = \"[2001:db8::3]\"\n[virtual.real.check]\ntype = \"connect\"\n";
+        let c = parse("t.toml", text).unwrap();
+        let kinds: Vec<_> = c.services[0].reals.iter().map(|r| r.check.kind.clone()).collect();
+        assert_eq!(kinds, [CheckKind::Ping, CheckKind::Connect { send: None, expect: None }]);
+        assert_eq!(parse("t.toml", &render(&c)).unwrap(), c);
+    }
+
+    #[test]
     fn bad_ipv6_input_names_file_line_and_key() {
         let head = "[director]\ninterfaces = [\"e\"]\n[[virtual]]\n";
         let cases: &[(&str, usize, &str, &str)] = &[
@@ -1151,7 +1157,6 @@ weight = 2
             ("address = \"10.0.0.1:80\"\n[[virtual.real]]\naddress = \"[2001:db8::1]:80\"", 6, "virtual[0].real[0].address", "2001:db8::1 is IPv6 but the service's address is IPv4"),
             ("address = \"[2001:db8::1]:80\"\n[[virtual.real]]\naddress = \"[2001:db8::2]:8080\"", 6, "virtual[0].real[0].address", "only nat can map ports"),
             ("address = \"[2001:db8::1]:80\"\nfallback = \"127.0.0.1:80\"", 5, "virtual[0].fallback", "127.0.0.1 is IPv4 but the service's address is IPv6"),
-            ("address = \"[2001:db8::1]:80\"\n[virtual.check]\ntype = \"ping\"\n[[virtual.real]]\naddress = \"[2001:db8::2]\"", 8, "virtual[0].check.type", "check ping is IPv4-only"),
         ];
         for (body, line, key, message) in cases {
             let e = err(&format!("{head}{body}\n"));

@@ -277,9 +277,10 @@ impl Director {
         let Some(sides) = &self.sync_local else { return };
         let now = monotonic_ns();
         for entry in entries {
-            let local = sides.by_vip.get(&IpAddr::V4(*entry.virtual_addr.ip())).copied().unwrap_or(sides.default);
+            let (client, vip, real) = (entry.endpoints.client(), entry.endpoints.virtual_addr(), entry.endpoints.real());
+            let local = sides.by_vip.get(&vip.ip()).copied().unwrap_or(sides.default);
             if let Err(e) = sync::install(&mut self.dataplane, entry, &self.timeouts, now, local) {
-                debug!(client = %entry.client, vip = %entry.virtual_addr, real = %entry.real, reason = %e, "synced connection skipped");
+                debug!(%client, %vip, %real, reason = %e, "synced connection skipped");
             }
         }
     }

@@ -126,15 +126,7 @@ pub async fn check_once(target: &Target, check: &Check) -> Result<Option<u32>, C
             CheckKind::External { command, dynamic_weight } => {
                 external::check(target, addr.port(), command, *dynamic_weight).await
             }
-            CheckKind::Ping => match target.addr {
-                IpAddr::V4(addr) => ping::check(addr).await.map(|()| None),
-                // The config refuses this ("check ping is IPv4-only").
-                IpAddr::V6(_) => Err(CheckError::Io {
-                    op: "ping (IPv4-only)",
-                    addr,
-                    source: std::io::ErrorKind::Unsupported.into(),
-                }),
-            },
+            CheckKind::Ping => ping::check(target.addr).await.map(|()| None),
             CheckKind::Dns { name, record } => dns::check(addr, name, *record).await.map(|()| None),
             CheckKind::Smtp { helo } => smtp::check(addr, helo).await.map(|()| None),
         }

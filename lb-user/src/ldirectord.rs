@@ -6,8 +6,12 @@
 //! as a note naming its line, so that nothing is dropped silently. A value
 //! xlvs cannot take (an fwmark service, a host name, an unknown method) is
 //! an error naming its line.
+//!
+//! IPv6 comes in ldirectord's own directives, `virtual6=`, `real6=` and
+//! `fallback6=`, with bracketed addresses (`[2001:db8::1]:80`); an IPv6
+//! virtual's `netmask` is a prefix length, as ipvsadm's `-M`.
 
-use std::{net::{IpAddr, Ipv4Addr}, str::FromStr as _, time::Duration};
+use std::{net::{IpAddr, Ipv4Addr, Ipv6Addr}, str::FromStr as _, time::Duration};
 
 use lb_common::{
     DEFAULT_CONN_TABLE_SIZE,
@@ -15,6 +19,7 @@ use lb_common::{
 };
 
 use crate::{
+    addr::{self, Endpoint},
     config::{
         self, Check, CheckKind, Config, DEFAULT_HTTP_STATUS, Forward, Health, HttpCheck, HttpMethod, Persistence,
         Protocol, Real, Service, VirtualAddr, health::{DEFAULT_DNS_NAME, DEFAULT_DNS_TYPE, DEFAULT_HELO},
@@ -32,6 +37,46 @@ const CHECKTIMEOUT: u32 = 5;
 const NEGOTIATETIMEOUT: u32 = 30;
 const FAILURECOUNT: u32 = 1;
 const SCHEDULER: Scheduler = Scheduler::Wrr;
+
+/// The family of a directive: `virtual`, `real` and `fallback` are IPv4's,
+/// their `6` forms IPv6's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    const fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+
+    /// A directive's name in this family: `real`, `real6`.
+    fn directive(self, base: &str) -> String {
+        match self {
+            Self::V4 => base.to_owned(),
+            Self::V6 => format!("{base}6"),
+        }
+    }
+
+    /// How an address is written, for messages.
+    const fn placeholder(self) -> &'static str {
+        match self {
+            Self::V4 => "IP",
+            Self::V6 => "[IP6]",
+        }
+    }
+}
 
 /// A converted configuration, and what could not be carried.
 #[derive(Clone, Debug)]
@@ -93,11 +138,11 @@ pub fn import_with(file: &str, text: &str, interfaces: &[String]) -> Result<Impo
         if !d.indented {
             in_virtual = false;
             match d.key {
-                "virtual" => {
-                    virtuals.push(Virtual::new(&cx, &d)?);
+                "virtual" | "virtual6" => {
+                    let family = if d.key == "virtual" { Family::V4 } else { Family::V6 };
+                    virtuals.push(Virtual::new(&cx, &d, family)?);
                     in_virtual = true;
                 }
-                "virtual6" => return Err(cx.error(&d, "IPv6 services are not supported yet")),
                 _ => global(&mut cx, &d, &mut globals, &mut autoreload)?,
             }
         } else if in_virtual {
@@ -226,14 +271,17 @@ struct Common {
     checkinterval: Option<u32>,
     failurecount: Option<u32>,
     quiescent: Option<bool>,
+    /// `fallback`, for IPv4 virtuals.
     fallback: Option<Fallback>,
+    /// `fallback6`, for IPv6 virtuals.
+    fallback6: Option<Fallback>,
     fallbackcommand: Option<(usize, String)>,
 }
 
 #[derive(Clone)]
 struct Fallback {
     line: usize,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     port: Option<u16>,
     forward: Forward,
 }
@@ -248,7 +296,8 @@ impl Common {
             "checkinterval" => self.checkinterval = Some(seconds(cx, d)?),
             "failurecount" => self.failurecount = Some(positive(cx, d, "a count")?),
             "quiescent" => self.quiescent = Some(yes_no(cx, d)?),
-            "fallback" => self.fallback = Some(fallback(cx, d)?),
+            "fallback" => self.fallback = Some(fallback(cx, d, Family::V4)?),
+            "fallback6" => self.fallback6 = Some(fallback(cx, d, Family::V6)?),
             "fallbackcommand" => {
                 if d.value.is_empty() {
                     return Err(cx.error(d, "name a command"));
@@ -275,6 +324,7 @@ impl Common {
             failurecount: self.failurecount.or(global.failurecount),
             quiescent: self.quiescent.or(global.quiescent),
             fallback: self.fallback.clone().or_else(|| global.fallback.clone()),
+            fallback6: self.fallback6.clone().or_else(|| global.fallback6.clone()),
             fallbackcommand: self.fallbackcommand.clone().or_else(|| global.fallbackcommand.clone()),
         }
     }
@@ -287,7 +337,6 @@ fn global(cx: &mut Cx<'_>, d: &Directive<'_>, globals: &mut Common, autoreload: 
     match d.key {
         "autoreload" => *autoreload = yes_no(cx, d)?,
         "logfile" => cx.note(d.line, d.key, "not carried: xlvs logs to stderr (the journal under systemd) through tracing; RUST_LOG sets the level"),
-        "fallback6" => cx.note(d.line, d.key, "IPv6 is not supported yet, dropped"),
         "callback" | "execute" => cx.note(d.line, d.key, "not supported, dropped"),
         "fork" => cx.note(d.line, d.key, "not needed: xlvs checks every real concurrently, dropped"),
         "supervised" => cx.note(d.line, d.key, "not needed: xlvs runs in the foreground, dropped"),
@@ -314,7 +363,7 @@ enum CheckType {
 
 struct RealLine {
     line: usize,
-    addrs: Vec<Ipv4Addr>,
+    addrs: Vec<IpAddr>,
     port: Option<u16>,
     forward: Forward,
     weight: u32,
@@ -327,7 +376,8 @@ type At<T> = Option<(usize, T)>;
 
 struct Virtual {
     line: usize,
-    vip: Ipv4Addr,
+    family: Family,
+    vip: IpAddr,
     port: u16,
     common: Common,
     reals: Vec<RealLine>,
@@ -342,22 +392,24 @@ struct Virtual {
     scheduler: Option<Scheduler>,
     protocol: Option<Protocol>,
     persistent: At<u32>,
-    netmask: At<Ipv4Addr>,
+    /// The persistence prefix length.
+    netmask: At<u8>,
 }
 
 impl Virtual {
-    fn new(cx: &Cx<'_>, d: &Directive<'_>) -> Result<Self, ImportError> {
+    fn new(cx: &Cx<'_>, d: &Directive<'_>, family: Family) -> Result<Self, ImportError> {
         let v = d.value;
         if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(cx.error(d, format!("{v} is a firewall mark: fwmark services are not supported (a range service, address = \"NETWORK/LEN:PORT\", may do)")));
         }
-        let Some((host, port)) = v.rsplit_once(':') else {
-            return Err(cx.error(d, format!("'{v}' needs a port: write virtual=IP:PORT")));
+        let (host, Some(port)) = split_port(v, family) else {
+            return Err(cx.error(d, format!("'{v}' needs a port: write {}={}:PORT", d.key, family.placeholder())));
         };
-        let vip = address(cx, d, host)?;
+        let vip = address(cx, d, host, family)?;
         let port = port_number(cx, d, port)?;
         Ok(Self {
             line: d.line,
+            family,
             vip,
             port,
             common: Common::default(),
@@ -383,9 +435,18 @@ impl Virtual {
         }
         let here = |s: &str| Some((d.line, s.to_owned()));
         match d.key {
-            "real" => self.reals.push(real(cx, d)?),
-            "real6" => return Err(cx.error(d, "IPv6 reals are not supported yet")),
-            "fallback6" => cx.note(d.line, d.key, "IPv6 is not supported yet, dropped"),
+            "real" | "real6" => {
+                let family = if d.key == "real" { Family::V4 } else { Family::V6 };
+                if family != self.family {
+                    return Err(cx.error(d, format!(
+                        "an {} real in an {} virtual: a real is of its virtual's family (write {})",
+                        family.name(),
+                        self.family.name(),
+                        self.family.directive("real"),
+                    )));
+                }
+                self.reals.push(real(cx, d, family)?);
+            }
             "service" => {
                 const SERVICES: [&str; 20] = [
                     "dns", "ftp", "http", "https", "http_proxy", "imap", "imaps", "ldap", "nntp", "mysql", "none", "oracle",
@@ -461,12 +522,16 @@ impl Virtual {
                 self.persistent = Some((d.line, t));
             }
             "netmask" => {
-                let mask = d.value.parse::<Ipv4Addr>().ok().filter(|m| {
-                    let bits = u32::from(*m);
-                    bits.leading_ones() + bits.trailing_zeros() == 32
-                });
-                let mask = mask.ok_or_else(|| cx.error(d, format!("'{}' is not a netmask: write a contiguous one, like 255.255.255.0", d.value)))?;
-                self.netmask = Some((d.line, mask));
+                let prefix = match self.family {
+                    Family::V4 => d.value.parse::<Ipv4Addr>().ok().and_then(|m| addr::mask_prefix(m.into())).ok_or_else(|| {
+                        cx.error(d, format!("'{}' is not a netmask: write a contiguous one, like 255.255.255.0", d.value))
+                    })?,
+                    // ipvsadm's -M of an IPv6 service is a prefix length.
+                    Family::V6 => d.value.parse::<u8>().ok().filter(|p| *p <= 128).ok_or_else(|| {
+                        cx.error(d, format!("'{}' is not an IPv6 prefix length: write 0..=128, like 64", d.value))
+                    })?,
+                };
+                self.netmask = Some((d.line, prefix));
             }
             "ops" => {
                 if yes_no(cx, d)? {
@@ -489,7 +554,10 @@ impl Virtual {
         let protocol = self.protocol.unwrap_or(if self.port == 53 { Protocol::Udp } else { Protocol::Tcp });
         let scheduler = self.scheduler.unwrap_or(SCHEDULER);
         let persistence = match (self.persistent, self.netmask) {
-            (Some((_, t)), mask) if t > 0 => Some(Persistence { timeout: t, netmask: mask.map_or(Ipv4Addr::BROADCAST, |(_, m)| m).into() }),
+            (Some((_, t)), mask) if t > 0 => {
+                let prefix = mask.map_or(addr::max_prefix(self.vip), |(_, p)| p);
+                Some(Persistence { timeout: t, netmask: addr::prefix_mask(self.vip, prefix) })
+            }
             (_, Some((line, _))) => {
                 cx.note(line, "netmask", "applies only to a persistent service (as in ldirectord), dropped");
                 None
@@ -506,25 +574,37 @@ impl Virtual {
                 port = self.port;
             }
             let rcheck = self.real_check(cx, r, &check)?;
-            for addr in r.addrs.iter().map(|&a| IpAddr::V4(a)) {
+            for &addr in &r.addrs {
                 if reals.iter().any(|x| (x.addr, x.port) == (addr, port)) {
-                    return Err(cx.error_at(r.line, "real", format!("{addr}:{port} is listed twice in this virtual")));
+                    let key = self.family.directive("real");
+                    return Err(cx.error_at(r.line, &key, format!("{} is listed twice in this virtual", Endpoint(addr, port))));
                 }
                 reals.push(Real { addr, port, weight: r.weight, forward: r.forward, u_threshold: 0, l_threshold: 0, check: rcheck.clone() });
             }
         }
 
         let mut health = Health { quiescent: c.quiescent.unwrap_or(true), ..Health::default() };
-        if let Some(f) = &c.fallback {
+        // Each family's virtuals take that family's fallback; one of the
+        // other family written in this virtual has nowhere to go.
+        let (fallback, other) = match self.family {
+            Family::V4 => (&c.fallback, &self.common.fallback6),
+            Family::V6 => (&c.fallback6, &self.common.fallback),
+        };
+        if let Some(f) = other {
+            let key = Family::of(f.addr).directive("fallback");
+            cx.note(f.line, &key, format!("an {} fallback in the {} virtual {vip}, dropped", Family::of(f.addr).name(), self.family.name()));
+        }
+        if let Some(f) = fallback {
+            let key = self.family.directive("fallback");
             let mut port = f.port.unwrap_or(self.port);
             if f.forward != Forward::Nat && port != self.port {
-                cx.note(f.line, "fallback", format!("{} cannot map ports: the fallback gets the virtual port {}", f.forward, self.port));
+                cx.note(f.line, &key, format!("{} cannot map ports: the fallback gets the virtual port {}", f.forward, self.port));
                 port = self.port;
             }
-            if reals.iter().any(|r| (r.addr, r.port) == (IpAddr::V4(f.addr), port)) {
-                cx.note(f.line, "fallback", format!("{}:{port} is also a real of virtual {vip}, dropped there", f.addr));
+            if reals.iter().any(|r| (r.addr, r.port) == (f.addr, port)) {
+                cx.note(f.line, &key, format!("{} is also a real of virtual {vip}, dropped there", Endpoint(f.addr, port)));
             } else {
-                health.fallback = Some(Real { addr: f.addr.into(), port, weight: 1, forward: f.forward, u_threshold: 0, l_threshold: 0, check: Check::default() });
+                health.fallback = Some(Real { addr: f.addr, port, weight: 1, forward: f.forward, u_threshold: 0, l_threshold: 0, check: Check::default() });
             }
         }
         if let Some((line, command)) = &c.fallbackcommand {
@@ -745,15 +825,40 @@ const SERVICE_PORTS: [(&str, u16); 19] = [
     ("pgsql", 5432),
 ];
 
-fn address(cx: &Cx<'_>, d: &Directive<'_>, host: &str) -> Result<Ipv4Addr, ImportError> {
-    let addr = host.parse::<Ipv4Addr>().map_err(|_| {
-        if host.contains(':') || host.starts_with('[') {
-            cx.error(d, format!("{host} is IPv6, which xlvs does not forward yet"))
-        } else {
-            cx.error(d, format!("'{host}' is not an IPv4 address (the importer does not resolve host names)"))
-        }
-    })?;
-    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+/// `HOST[:PORT]` split at its port. An IPv6 host is bracketed, so only a
+/// colon after `]` starts a port; anything else is split as IPv4, for
+/// [`address`] to say what is wrong with it.
+fn split_port(endpoint: &str, family: Family) -> (&str, Option<&str>) {
+    let split = match family {
+        Family::V6 if endpoint.starts_with('[') => endpoint.rsplit_once("]:").map(|(h, p)| (&endpoint[..=h.len()], p)),
+        _ => endpoint.rsplit_once(':'),
+    };
+    split.map_or((endpoint, None), |(h, p)| (h, Some(p)))
+}
+
+/// A service or real address of `family`: dotted IPv4, or bracketed IPv6.
+fn address(cx: &Cx<'_>, d: &Directive<'_>, host: &str, family: Family) -> Result<IpAddr, ImportError> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let parsed = match family {
+        Family::V4 => host.parse::<Ipv4Addr>().map(IpAddr::V4).ok(),
+        Family::V6 => bare.and_then(|h| h.parse::<Ipv6Addr>().ok()).map(IpAddr::V6),
+    };
+    let Some(addr) = parsed else {
+        let base = d.key.trim_end_matches('6');
+        let other = bare.unwrap_or(host).parse::<IpAddr>().ok().map(Family::of).filter(|f| *f != family);
+        return Err(cx.error(d, match (other, family) {
+            (Some(other), _) => format!("{host} is {}: write it as {}=", other.name(), other.directive(base)),
+            (None, Family::V6) if host.parse::<Ipv6Addr>().is_ok() => {
+                format!("write the IPv6 address {host} in brackets: [{host}]")
+            }
+            (None, _) => format!("'{host}' is not an {} address (the importer does not resolve host names)", family.name()),
+        }));
+    };
+    let bad = match addr {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    };
+    if bad {
         return Err(cx.error(d, format!("{addr} cannot be a service or real address")));
     }
     Ok(addr)
@@ -786,20 +891,19 @@ fn yes_no(cx: &Cx<'_>, d: &Directive<'_>) -> Result<bool, ImportError> {
     }
 }
 
-/// `fallback=ip[:port] [gate|masq|ipip]`; ldirectord's method is gate when
-/// none is given.
-fn fallback(cx: &Cx<'_>, d: &Directive<'_>) -> Result<Fallback, ImportError> {
+/// `fallback=ip[:port] [gate|masq|ipip]` (`fallback6=[ip6][:port] ...`);
+/// ldirectord's method is gate when none is given.
+fn fallback(cx: &Cx<'_>, d: &Directive<'_>, family: Family) -> Result<Fallback, ImportError> {
+    let usage = format!("{}={}:PORT [gate|masq|ipip]", d.key, family.placeholder());
     let mut words = d.value.split_whitespace();
-    let Some(endpoint) = words.next() else { return Err(cx.error(d, "name the fallback server: fallback=IP:PORT [gate|masq|ipip]")) };
+    let Some(endpoint) = words.next() else { return Err(cx.error(d, format!("name the fallback server: {usage}"))) };
     let forward = words.next().map_or(Ok(Forward::Dr), |m| method(cx, d, m))?;
     if let Some(extra) = words.next() {
-        return Err(cx.error(d, format!("unexpected '{extra}': write fallback=IP:PORT [gate|masq|ipip]")));
+        return Err(cx.error(d, format!("unexpected '{extra}': write {usage}")));
     }
-    let (host, port) = match endpoint.rsplit_once(':') {
-        Some((h, p)) => (h, Some(port_number(cx, d, p)?)),
-        None => (endpoint, None),
-    };
-    Ok(Fallback { line: d.line, addr: address(cx, d, host)?, port, forward })
+    let (host, port) = split_port(endpoint, family);
+    let port = port.map(|p| port_number(cx, d, p)).transpose()?;
+    Ok(Fallback { line: d.line, addr: address(cx, d, host, family)?, port, forward })
 }
 
 fn method(cx: &Cx<'_>, d: &Directive<'_>, m: &str) -> Result<Forward, ImportError> {
@@ -811,28 +915,39 @@ fn method(cx: &Cx<'_>, d: &Directive<'_>, m: &str) -> Result<Forward, ImportErro
     }
 }
 
-/// `real=ip[->ip][:port] gate|masq|ipip [weight] ["request", "receive"]`.
-fn real(cx: &Cx<'_>, d: &Directive<'_>) -> Result<RealLine, ImportError> {
+/// `real=ip[->ip][:port] gate|masq|ipip [weight] ["request", "receive"]`
+/// (`real6=[ip6][->[ip6]][:port] ...`).
+fn real(cx: &Cx<'_>, d: &Directive<'_>, family: Family) -> Result<RealLine, ImportError> {
     // The value was unquoted as a whole only if it started and ended with a
     // quote, which a real line never does.
     let (endpoint, rest) = d.value.split_once(char::is_whitespace).ok_or_else(|| {
-        cx.error(d, format!("'{}' names no forwarding method: write real=IP[:PORT] gate|masq|ipip [WEIGHT]", d.value))
+        cx.error(d, format!("'{}' names no forwarding method: write {}={}[:PORT] gate|masq|ipip [WEIGHT]", d.value, d.key, family.placeholder()))
     })?;
-    let (hosts, port) = match endpoint.rsplit_once(':') {
-        Some((h, p)) => (h, Some(port_number(cx, d, p)?)),
-        None => (endpoint, None),
-    };
+    let (hosts, port) = split_port(endpoint, family);
+    let port = port.map(|p| port_number(cx, d, p)).transpose()?;
     let addrs = match hosts.split_once("->") {
-        None => vec![address(cx, d, hosts)?],
+        None => vec![address(cx, d, hosts, family)?],
         Some((first, last)) => {
-            let (first, last) = (u32::from(address(cx, d, first)?), u32::from(address(cx, d, last)?));
-            if first > last {
+            // Both families counted as one number: IPv4 in the low bits.
+            let number = |ip: IpAddr| match ip {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let first = address(cx, d, first, family)?;
+            let (low, high) = (number(first), number(address(cx, d, last, family)?));
+            if low > high {
                 return Err(cx.error(d, format!("{hosts}: the range must go upwards")));
             }
-            if last - first >= 256 {
+            if high - low >= 256 {
                 return Err(cx.error(d, format!("{hosts}: at most 256 reals in a range")));
             }
-            (first..=last).map(Ipv4Addr::from).collect()
+            (low..=high)
+                .map(|n| match first {
+                    // Within a family's width: both ends are of it.
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
+                })
+                .collect()
         }
     };
     let rest = rest.trim_start();
@@ -1160,6 +1275,67 @@ virtual=192.168.0.100:80
     }
 
     #[test]
+    fn ipv6_virtuals_reals_and_fallbacks_convert() {
+        let i = imported(concat!(
+            "fallback=127.0.0.1:80 gate\n",
+            "fallback6=[2001:db8:2::99]:8080 masq\n",
+            "virtual6=[2001:db8::100]:80\n",
+            "    real6=[2001:db8:1::11]:8080 masq 2\n",
+            "    real6=[2001:db8:1::fe]->[2001:db8:1::101]:8080 masq\n",
+            "    service=http\n",
+            "    persistent=600\n",
+            "    netmask=64\n",
+            "virtual6=[2001:db8::100]:53\n",
+            "    real6=[2001:db8:1::11] gate\n",
+            "    fallback6=[2001:db8:1::99]\n",
+            "    fallback=10.9.9.9\n",
+            "    service=dns\n",
+            "virtual=10.0.0.1:80\n",
+            "    real=10.0.1.1 gate\n",
+            "virtual6=[2001:db8::100]:5060\n",
+            "    real6=[2001:db8:1::11] gate\n",
+            "    protocol=udp\n",
+            "    checktype=connect\n",
+        ));
+        let c = &i.config;
+        assert_eq!(c.services.len(), 4);
+        // ldirectord checks a UDP service's connect with a ping, ICMPv6 here.
+        assert_eq!(c.services[3].check.kind, CheckKind::Ping);
+        assert_eq!(c.services[3].reals[0].check.kind, CheckKind::Ping);
+        let web = &c.services[0];
+        assert_eq!((web.protocol, web.vip), (Protocol::Tcp, VirtualAddr::single("2001:db8::100".parse::<Ipv6Addr>().unwrap(), 80)));
+        let reals: Vec<_> = web.reals.iter().map(|r| (Endpoint(r.addr, r.port).to_string(), r.forward, r.weight)).collect();
+        assert_eq!(reals, [
+            ("[2001:db8:1::11]:8080".to_owned(), Forward::Nat, 2),
+            ("[2001:db8:1::fe]:8080".to_owned(), Forward::Nat, 1),
+            ("[2001:db8:1::ff]:8080".to_owned(), Forward::Nat, 1),
+            ("[2001:db8:1::100]:8080".to_owned(), Forward::Nat, 1),
+            ("[2001:db8:1::101]:8080".to_owned(), Forward::Nat, 1),
+        ]);
+        assert!(matches!(web.check.kind, CheckKind::Http(_)));
+        assert_eq!(web.persistence, Some(Persistence { timeout: 600, netmask: "ffff:ffff:ffff:ffff::".parse().unwrap() }));
+        let f = web.health.fallback.as_ref().unwrap();
+        assert_eq!((Endpoint(f.addr, f.port).to_string(), f.forward), ("[2001:db8:2::99]:8080".to_owned(), Forward::Nat), "the global fallback6");
+
+        let dns = &c.services[1];
+        assert_eq!((dns.protocol, dns.vip.to_string()), (Protocol::Udp, "[2001:db8::100]:53".to_owned()));
+        assert_eq!((dns.reals[0].addr.to_string(), dns.reals[0].port), ("2001:db8:1::11".to_owned(), 53));
+        assert!(matches!(dns.check.kind, CheckKind::Dns { .. }));
+        let f = dns.health.fallback.as_ref().unwrap();
+        assert_eq!((Endpoint(f.addr, f.port).to_string(), f.forward), ("[2001:db8:1::99]:53".to_owned(), Forward::Dr), "its own fallback6");
+        assert!(has_note(&i, "ldirectord.cf:12: fallback: an IPv4 fallback in the IPv6 virtual [2001:db8::100]:53, dropped"), "{:?}", i.notes);
+
+        // IPv4 virtuals keep the IPv4 fallback.
+        let f = c.services[2].health.fallback.as_ref().unwrap();
+        assert_eq!(Endpoint(f.addr, f.port).to_string(), "127.0.0.1:80");
+
+        let toml = i.toml();
+        for line in ["address = \"[2001:db8::100]:80\"", "address = \"[2001:db8:1::11]:8080\"", "netmask = 64"] {
+            assert!(toml.contains(line), "{line}: {toml}");
+        }
+    }
+
+    #[test]
     fn bad_input_names_its_line() {
         let cases: &[(&str, usize, &str, &str)] = &[
             ("virtual=10.0.0.1\n    real=10.0.1.1 gate\n", 1, "virtual", "'10.0.0.1' needs a port: write virtual=IP:PORT"),
@@ -1192,7 +1368,25 @@ virtual=192.168.0.100:80
             ("fallback=\n", 1, "fallback", "name the fallback server"),
             ("    real=10.0.1.1 gate\n", 1, "real", "indented, but no virtual= section is open"),
             ("virtual=10.0.0.1:80\nautoreload=no\n    real=10.0.1.1 gate\n", 3, "real", "indented, but no virtual="),
-            ("virtual6=[::1]:80\n", 1, "virtual6", "IPv6"),
+            ("virtual=[2001:db8::1]:80\n", 1, "virtual", "[2001:db8::1] is IPv6: write it as virtual6="),
+            ("virtual6=10.0.0.1:80\n", 1, "virtual6", "10.0.0.1 is IPv4: write it as virtual="),
+            ("virtual6=[2001:db8::1]\n", 1, "virtual6", "'[2001:db8::1]' needs a port: write virtual6=[IP6]:PORT"),
+            ("virtual6=2001:db8::1:80\n", 1, "virtual6", "write the IPv6 address 2001:db8::1 in brackets"),
+            ("virtual6=[2001:db8::zz]:80\n", 1, "virtual6", "'[2001:db8::zz]' is not an IPv6 address"),
+            ("virtual6=[ff02::1]:80\n", 1, "virtual6", "ff02::1 cannot be a service or real address"),
+            ("virtual6=[2001:db8::1]:80\n    real=10.0.1.1 gate\n", 2, "real", "an IPv4 real in an IPv6 virtual: a real is of its virtual's family (write real6)"),
+            ("virtual=10.0.0.1:80\n    real6=[2001:db8::2] gate\n", 2, "real6", "an IPv6 real in an IPv4 virtual"),
+            ("virtual6=[2001:db8::1]:80\n    real6=[2001:db8::2]:http\n", 2, "real6", "names no forwarding method: write real6=[IP6][:PORT]"),
+            ("virtual6=[2001:db8::1]:80\n    real6=[2001:db8::2]->[2001:db8::1:1] gate\n", 2, "real6", "at most 256 reals in a range"),
+            ("virtual6=[2001:db8::1]:80\n    real6=[2001:db8::3]->[2001:db8::2] gate\n", 2, "real6", "the range must go upwards"),
+            ("virtual6=[2001:db8::1]:80\n    real6=[2001:db8::2] gate\n    real6=[2001:db8::2]:80 masq\n", 3, "real6", "[2001:db8::2]:80 is listed twice"),
+            ("virtual6=[2001:db8::1]:80\n    netmask=255.255.255.0\n", 2, "netmask", "'255.255.255.0' is not an IPv6 prefix length"),
+            ("virtual6=[2001:db8::1]:80\n    netmask=129\n", 2, "netmask", "not an IPv6 prefix length"),
+            ("fallback6=[2001:db8::9]:80 route\n", 1, "fallback6", "'route' is not a forwarding method"),
+            ("fallback6=\n", 1, "fallback6", "name the fallback server: fallback6=[IP6]:PORT"),
+            ("fallback6=127.0.0.1:80\n", 1, "fallback6", "127.0.0.1 is IPv4: write it as fallback="),
+            ("fallback=[2001:db8::9]:80\n", 1, "fallback", "[2001:db8::9] is IPv6: write it as fallback6="),
+            ("virtual6=[2001:db8::1]:80\nvirtual6=[2001:db8::1]:80\n", 2, "virtual", "tcp [2001:db8::1]:80 is defined twice"),
             ("virtual=10.0.0.1:80\nvirtual=10.0.0.1:80\n", 2, "virtual", "tcp 10.0.0.1:80 is defined twice"),
         ];
         for (text, line, directive, message) in cases {
