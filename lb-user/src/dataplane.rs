@@ -13,7 +13,7 @@ use lb_common::{
     AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
     MAP_DECAP_VIPS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
     MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
-    MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
+    FWD_TUN, MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
     ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry,
     DirectorCtl, MAP_DIRECTOR_CTL, MAP_SYNC_EVENTS,
 };
@@ -341,6 +341,13 @@ fn real_entry(real: &config::Real, service: u32, hop: Option<&NextHop>) -> Real 
 
 fn apply_nexthop(real: &mut Real, hop: Option<&NextHop>) {
     match hop {
+        // A tunnel needs a source for its outer header: with none (an
+        // interface without a global IPv6 address), its packets are dropped
+        // as having no next hop (`drop_no_nexthop`) rather than sent from
+        // `::`, which the real would discard.
+        Some(hop) if real.forward == FWD_TUN && !hop.local && hop.src.is_unspecified() => {
+            real.flags &= !(REAL_F_NEXTHOP | REAL_F_LOCAL);
+        }
         Some(hop) => {
             real.flags |= REAL_F_NEXTHOP;
             if hop.local {
@@ -420,7 +427,7 @@ impl Decap {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-    use lb_common::{AF_INET, AF_INET6, FWD_TUN, v4_addr, v6_addr};
+    use lb_common::{AF_INET, AF_INET6, v4_addr, v6_addr};
 
     use super::*;
     use crate::config::Forward;
@@ -443,6 +450,10 @@ mod tests {
         assert_eq!((e.flags, e.ifindex, e.mtu, e.dmac), (REAL_F_NEXTHOP, 4, 1500, [2; 6]));
         let none = real_entry(&real(addr), 9, None);
         assert_eq!(none.flags & REAL_F_NEXTHOP, 0);
+        let sourceless = NextHop { src: IpAddr::V6(Ipv6Addr::UNSPECIFIED), ..hop };
+        assert_eq!(real_entry(&real(addr), 9, Some(&sourceless)).flags & REAL_F_NEXTHOP, 0, "no tunnel from ::");
+        let nat = config::Real { forward: Forward::Nat, ..real(addr) };
+        assert_eq!(real_entry(&nat, 9, Some(&sourceless)).flags, REAL_F_NEXTHOP, "NAT needs no source");
 
         let v4 = real_entry(&real(Ipv4Addr::new(10, 0, 1, 11).into()), 0, None);
         assert_eq!((v4.family, v4.addr), (AF_INET, v4_addr([10, 0, 1, 11])));
