@@ -62,6 +62,21 @@ impl<'a> Directory<'a> {
     }
 }
 
+/// The key of a client's connection to a virtual service, as the data
+/// plane records it.
+fn client_key(client: SocketAddr, vip: SocketAddr, protocol: u8) -> ConnKey {
+    let (saddr, family) = addr::to_map(client.ip());
+    ConnKey {
+        saddr,
+        daddr: addr::to_map(vip.ip()).0,
+        sport: client.port().to_be(),
+        dport: vip.port().to_be(),
+        proto: protocol,
+        family,
+        _pad: [0; 2],
+    }
+}
+
 /// The key of a NAT connection's replies (real → client), as the data
 /// plane records it next to the client's `key`.
 fn reply_key(key: &ConnKey, real: SocketAddr) -> ConnKey {
@@ -158,16 +173,7 @@ fn place(installed: &[Installed], entry: &wire::Entry, timeouts: &Timeouts, now:
         .zip(&service.real_ids)
         .find(|(r, _)| (r.addr, r.port) == (real.ip(), real.port()))
         .ok_or(Skip::NoReal)?;
-    let (saddr, family) = addr::to_map(client.ip());
-    let key = ConnKey {
-        saddr,
-        daddr: addr::to_map(vip.ip()).0,
-        sport: client.port().to_be(),
-        dport: vip.port().to_be(),
-        proto: entry.protocol,
-        family,
-        _pad: [0; 2],
-    };
+    let key = client_key(client, vip, entry.protocol);
     let state = if usize::from(entry.state) < tcp_state::COUNT { entry.state } else { tcp_state::NONE };
     // Expire when the master would: `timeout` seconds from now.
     let full = timeouts.ns(entry.protocol, state);
@@ -341,16 +347,7 @@ mod tests {
 
     /// A client entry of the data plane's, as `connect.rs` records it.
     fn event(client: SocketAddr, vip: SocketAddr, real: u32, service: u32, flags: u8) -> SyncEvent {
-        let (saddr, family) = addr::to_map(client.ip());
-        let key = ConnKey {
-            saddr,
-            daddr: addr::to_map(vip.ip()).0,
-            sport: client.port().to_be(),
-            dport: vip.port().to_be(),
-            proto: IPPROTO_TCP,
-            family,
-            _pad: [0; 2],
-        };
+        let key = client_key(client, vip, IPPROTO_TCP);
         let conn = Conn {
             last_seen_ns: NOW - 100 * NS,
             real,

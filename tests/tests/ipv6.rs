@@ -406,6 +406,28 @@ fn icmp6_error(macs: ([u8; 6], [u8; 6]), from: [u8; 16], to: [u8; 16], kind: u8,
     f
 }
 
+/// A NAT real's "port unreachable" quoting `quoted` bytes of `to_real`
+/// (a client's UDP query as the real got it) must go back to the client
+/// from the VIP, quoting the query as the client `sent` it. The quote
+/// keeps the hop limit the real saw (63) and its UDP checksum (its last
+/// two of the `quoted` bytes), which are not compared.
+fn expect_unreachable_back(lb: &mut Lb, to_real: &[u8], sent: &[u8], quoted: usize) {
+    let unreach = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &to_real[14..14 + quoted]);
+    let mut back = icmp6_error((DIRECTOR_MAC, ROUTER_MAC), VIP6, CLIENT6, 1, 0, &sent[14..14 + quoted]);
+    back[14 + 7] = 63;
+    back[14 + 48 + 7] = 63;
+    let (action, out) = lb.run(&unreach);
+    assert_eq!(action, XDP_TX, "back to the client");
+    let blank = |f: &[u8]| {
+        let mut f = f.to_vec();
+        f[14 + 42..14 + 44].copy_from_slice(&[0, 0]);
+        f[14 + 48 + quoted - 2..14 + 48 + quoted].copy_from_slice(&[0, 0]);
+        f
+    };
+    assert_eq!(blank(&out), blank(&back), "outer source, quoted destination and port are the VIP's");
+    assert_checksums(&out, "relayed port unreachable");
+}
+
 #[test]
 fn icmpv6_errors_reach_the_connection_and_nat_rewrites_them() {
     let mut lb = Lb::new();
@@ -444,22 +466,7 @@ fn icmpv6_errors_reach_the_connection_and_nat_rewrites_them() {
     // A NAT real's "port unreachable" about the client's query goes back
     // to the client from the VIP, quoting the query as the client sent it.
     let to_real = query.nat_to(REAL6_2, REAL_DNS).frame(b"q");
-    let unreach = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &to_real[14..14 + 48]);
-    let sent = query.frame(b"q");
-    let mut back = icmp6_error((DIRECTOR_MAC, ROUTER_MAC), VIP6, CLIENT6, 1, 0, &sent[14..14 + 48]);
-    back[14 + 7] = 63;
-    // The quote keeps the hop limit the real saw (63) and its UDP checksum.
-    back[14 + 48 + 7] = 63;
-    let (action, out) = lb.run(&unreach);
-    assert_eq!(action, XDP_TX, "back to the client");
-    let blank = |f: &[u8]| {
-        let mut f = f.to_vec();
-        f[14 + 42..14 + 44].copy_from_slice(&[0, 0]);
-        f[14 + 48 + 46..14 + 48 + 48].copy_from_slice(&[0, 0]);
-        f
-    };
-    assert_eq!(blank(&out), blank(&back), "outer source, quoted destination and port are the VIP's");
-    assert_checksums(&out, "relayed port unreachable");
+    expect_unreachable_back(&mut lb, &to_real, &query.frame(b"q"), 48);
 
     // A wrong checksum is dropped; echo and errors about nothing go to
     // the kernel.
@@ -498,22 +505,7 @@ fn icmpv6_errors_quoting_extension_headers_reach_the_connection() {
     // client sent it.
     let quoted = 40 + 8 + 8;
     let to_real = with_ext(&query.nat_to(REAL6_2, REAL_DNS).frame(b"q"), 0, &opts(IPPROTO_UDP));
-    let unreach = icmp6_error((real6_mac(REAL6_2), DIRECTOR_REAL_MAC), REAL6_2, CLIENT6, 1, 0, &to_real[14..14 + quoted]);
-    let sent = with_ext(&query.frame(b"q"), 0, &opts(IPPROTO_UDP));
-    let mut back = icmp6_error((DIRECTOR_MAC, ROUTER_MAC), VIP6, CLIENT6, 1, 0, &sent[14..14 + quoted]);
-    back[14 + 7] = 63;
-    back[14 + 48 + 7] = 63;
-    let (action, out) = lb.run(&unreach);
-    assert_eq!(action, XDP_TX, "back to the client");
-    // The ICMPv6 checksum, and the quoted UDP checksum (the real's, kept).
-    let blank = |f: &[u8]| {
-        let mut f = f.to_vec();
-        f[14 + 42..14 + 44].copy_from_slice(&[0, 0]);
-        f[14 + 48 + 54..14 + 48 + 56].copy_from_slice(&[0, 0]);
-        f
-    };
-    assert_eq!(blank(&out), blank(&back), "the quoted port behind the hop-by-hop header is the VIP's");
-    assert_checksums(&out, "relayed port unreachable");
+    expect_unreachable_back(&mut lb, &to_real, &with_ext(&query.frame(b"q"), 0, &opts(IPPROTO_UDP)), quoted);
 
     // A quote that is a fragment past the first has no ports, and one
     // whose extension header runs past its end is no quote: the kernel's.
