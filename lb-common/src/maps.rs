@@ -402,6 +402,10 @@ pub const CONN_F_NOOUTPUT: u8 = 2;
 /// `Conn::flags`: the connection is counted in its real's `inactive`, not
 /// `active` (IPVS's `IP_VS_CONN_F_INACTIVE`). Every connection starts so.
 pub const CONN_F_INACTIVE: u8 = 4;
+/// `Conn::flags`: made for a persistent service, under its client's
+/// template (IPVS's `cp->control`): a new SYN on it never reschedules it
+/// (`tcp_state::new_conn_expected`).
+pub const CONN_F_TEMPLATED: u8 = 8;
 
 /// Value of `CONNS`. A client's flow has one entry; a NAT flow also has one
 /// keyed by the reply tuple, which carries what the reply path needs.
@@ -530,7 +534,11 @@ pub mod counter {
     /// Traffic for a VIP from a source no host can have
     /// (`net::martian_source`): dropped, as the kernel drops martians.
     pub const DROP_MARTIAN: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// A client's SYN on its connection in TIME_WAIT or CLOSE: the old
+    /// connection expired at once and the SYN scheduled afresh (IPVS's
+    /// `conn_reuse_mode` 1). Counted beside the new connection's verdict.
+    pub const CONN_RESCHEDULED: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     /// Names for views and metrics, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -566,6 +574,7 @@ pub mod counter {
         "pass_ipv6_ext",
         "icmp6_too_big_sent",
         "drop_martian",
+        "conn_rescheduled",
     ];
 }
 

@@ -88,6 +88,18 @@ pub const fn is_active(state: u8) -> bool {
     matches!(state, ESTABLISHED | SYN_SENT | SYN_RECV | SYNACK)
 }
 
+/// IPVS's `is_new_conn_expected` under its default `conn_reuse_mode` of 1:
+/// a client's SYN (`tcp_flags`) on its connection in TIME_WAIT or CLOSE
+/// opens a new connection, scheduled afresh, unless a persistence template
+/// `controlled` the old one. (A client that reuses its port soon after a
+/// close would otherwise stay on the old real, and uncounted.)
+#[inline(always)]
+#[must_use]
+pub const fn new_conn_expected(state: u8, tcp_flags: u8, controlled: bool) -> bool {
+    use crate::net::{TCP_RST, TCP_SYN};
+    tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN && !controlled && matches!(state, TIME_WAIT | CLOSE)
+}
+
 /// IPVS's default idle timeouts, in seconds, indexed by state.
 pub const DEFAULT_TIMEOUTS: [u32; COUNT] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120];
 /// IPVS's default UDP timeout, in seconds.
@@ -112,6 +124,19 @@ pub const NAMES: [&str; COUNT] = [
 mod tests {
     use super::*;
     use crate::net::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+    #[test]
+    fn only_a_syn_on_a_closed_uncontrolled_connection_reschedules() {
+        for state in 0..COUNT as u8 {
+            let closed = state == TIME_WAIT || state == CLOSE;
+            assert_eq!(new_conn_expected(state, TCP_SYN, false), closed, "{}", NAMES[state as usize]);
+            assert!(!new_conn_expected(state, TCP_SYN, true), "a template's connection stays");
+            assert!(!new_conn_expected(state, TCP_ACK, false));
+            assert!(!new_conn_expected(state, TCP_SYN | TCP_RST, false));
+        }
+        // IPVS asks only for the SYN bit.
+        assert!(new_conn_expected(TIME_WAIT, TCP_SYN | TCP_ACK, false));
+    }
 
     #[test]
     fn nat_handshake_and_close() {

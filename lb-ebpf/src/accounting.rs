@@ -56,6 +56,22 @@ pub fn unbind(real_id: u32, conn: &Conn) {
     }
 }
 
+/// A connection expired in the data plane (`ip_vs_unbind_dest`): uncounted,
+/// and its real's OVERLOAD flag cleared once the real is below its lower
+/// threshold, as the sweeper does for the connections it expires.
+#[inline(always)]
+pub fn expire(real_id: u32, conn: &Conn, real: &Real) {
+    unbind(real_id, conn);
+    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else { return };
+    // SAFETY: a live array slot.
+    unsafe {
+        let (active, inactive) = (narrow((*c).active), narrow((*c).inactive));
+        if (*c).overloaded != 0 && !sched::overload_on_unbind(active, inactive, real.u_threshold, real.l_threshold, true) {
+            (*c).overloaded = 0;
+        }
+    }
+}
+
 /// Runs IPVS's TCP state machine on a segment and moves the connection
 /// between its real's active and inactive counts when that changes.
 #[inline(always)]

@@ -16,7 +16,8 @@ use aya_ebpf::{
 };
 use core::hint::black_box;
 use lb_common::{
-    CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, FWD_NAT, Real, Service, Template, counter,
+    CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, CONN_F_TEMPLATED, Conn, ConnKey, FWD_NAT, Real, SVC_F_PERSISTENT,
+    Service, Template, counter,
     net::Flow,
     sched::NO_REAL,
     tcp_state,
@@ -102,7 +103,9 @@ fn record(
         service: service.id,
         vaddr: flow.daddr,
         vport: flow.dport,
-        flags: CONN_F_INACTIVE | if real.forward == FWD_NAT { 0 } else { CONN_F_NOOUTPUT },
+        flags: CONN_F_INACTIVE
+            | if real.forward == FWD_NAT { 0 } else { CONN_F_NOOUTPUT }
+            | if service.flags & SVC_F_PERSISTENT != 0 { CONN_F_TEMPLATED } else { 0 },
         ..Conn::default()
     };
     accounting::bind(real_id, real);

@@ -11,14 +11,14 @@ use aya_ebpf::{
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use lb_common::{
-    CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, DirectorCtl, IPPROTO_TCP, RangeData, Service, ServiceKey,
+    CONN_F_NOOUTPUT, CONN_F_REPLY, CONN_F_TEMPLATED, Conn, ConnKey, DirectorCtl, IPPROTO_TCP, RangeData, Service, ServiceKey,
     Stats, SLOT_FRAGMENT, SLOT_ICMP, SLOT_IPV6, SyncEvent, counter, sync_due,
     net::{
         ETH_P_IPV6, EthHdr, Flow, ParseError, TCP_RST, TCP_SYN, martian_source, parse, parse6, ptr_at, tcp_flags_impossible,
         tcp_flags_invalid_untracked,
     },
     range_prefix_len,
-    tcp_state::Direction,
+    tcp_state::{Direction, new_conn_expected},
 };
 
 use crate::{
@@ -113,33 +113,14 @@ fn forward_flow(ctx: &XdpContext, flow: &Flow, ctl: &DirectorCtl) -> u32 {
         // SAFETY: a live map value; concurrent writers only race on the
         // timestamp and state bytes, which IPVS also updates locklessly.
         let conn = unsafe { &mut *conn };
-        // An established packet only marks the entry as used: the coarse
-        // clock (CLOCK_MONOTONIC_COARSE, a tick's resolution, as IPVS's
-        // jiffies) costs a few nanoseconds where the precise one costs tens.
-        // Timeouts are seconds; what compares times to decide (lblcr's set
-        // expiry, templates) runs on new connections, with the precise one.
-        // SAFETY: a plain helper call.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
-        conn.last_seen_ns = now;
-        if flow.first_fragment {
-            fragment::remember(flow, &key, now);
+        let reopened = flow.proto == IPPROTO_TCP
+            && conn.flags & CONN_F_REPLY == 0
+            && new_conn_expected(conn.state, flow.tcp_flags, conn.flags & CONN_F_TEMPLATED != 0);
+        if !reopened {
+            return forward_conn(ctx, flow, &key, conn, ctl);
         }
-        if conn.flags & CONN_F_REPLY != 0 {
-            return forward::nat_reply(ctx, flow, conn, now);
-        }
-        let dir = client_direction(conn);
-        let old_state = conn.state;
-        accounting::transition(conn, flow, dir);
-        if ctl.sync != 0 {
-            count_for_sync(&key, conn, old_state);
-        }
-        let Some(real) = REALS.get(conn.real) else {
-            return verdict(counter::DROP_STALE_REAL, XDP_DROP);
-        };
-        if real.service != conn.service {
-            return verdict(counter::DROP_STALE_REAL, XDP_DROP);
-        }
-        return forward::to_real(ctx, flow, conn.real, real);
+        // A client reusing its port after a close: a new connection.
+        expire_now(&key, conn);
     }
 
     let service_key = ServiceKey {
@@ -169,6 +150,63 @@ fn forward_flow(ctx: &XdpContext, flow: &Flow, ctl: &DirectorCtl) -> u32 {
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     schedule::start(ctx, &service, flow, &key, now, ctl.sync != 0)
+}
+
+/// A packet of a known connection: the state moves, and the packet goes to
+/// the connection's real (or, for a NAT reply, back to the client).
+#[inline(always)]
+fn forward_conn(ctx: &XdpContext, flow: &Flow, key: &ConnKey, conn: &mut Conn, ctl: &DirectorCtl) -> u32 {
+    // An established packet only marks the entry as used: the coarse
+    // clock (CLOCK_MONOTONIC_COARSE, a tick's resolution, as IPVS's
+    // jiffies) costs a few nanoseconds where the precise one costs tens.
+    // Timeouts are seconds; what compares times to decide (lblcr's set
+    // expiry, templates) runs on new connections, with the precise one.
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    conn.last_seen_ns = now;
+    if flow.first_fragment {
+        fragment::remember(flow, key, now);
+    }
+    if conn.flags & CONN_F_REPLY != 0 {
+        return forward::nat_reply(ctx, flow, conn, now);
+    }
+    let dir = client_direction(conn);
+    let old_state = conn.state;
+    accounting::transition(conn, flow, dir);
+    if ctl.sync != 0 {
+        count_for_sync(key, conn, old_state);
+    }
+    let Some(real) = REALS.get(conn.real) else {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    };
+    if real.service != conn.service {
+        return verdict(counter::DROP_STALE_REAL, XDP_DROP);
+    }
+    forward::to_real(ctx, flow, conn.real, real)
+}
+
+/// IPVS's `ip_vs_conn_expire_now` for a connection a new SYN reopens
+/// (`new_conn_expected`): the entry and its NAT reply entry go, and its
+/// real's count drops, so that the SYN is scheduled as any new connection.
+/// Only the remover uncounts, as in the sweeper: a racing sweep or CPU
+/// leaves the counts right.
+#[inline(always)]
+fn expire_now(key: &ConnKey, conn: &Conn) {
+    let old = *conn;
+    if CONNS.remove(key).is_err() {
+        return;
+    }
+    verdict(counter::CONN_RESCHEDULED, 0);
+    let Some(real) = REALS.get(old.real).filter(|r| r.service == old.service) else {
+        // Its real is gone: only the count is left to drop.
+        accounting::unbind(old.real, &old);
+        return;
+    };
+    accounting::expire(old.real, &old, real);
+    if old.flags & CONN_F_NOOUTPUT == 0 {
+        let reply = ConnKey { saddr: real.addr, daddr: key.saddr, sport: real.port, dport: key.sport, ..*key };
+        let _ = CONNS.remove(&reply);
+    }
 }
 
 /// The service a packet is for: an exact VIP:port first, then the longest

@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use lb_common::{CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, SyncEvent, tcp_state};
+use lb_common::{CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, CONN_F_TEMPLATED, Conn, ConnKey, SyncEvent, tcp_state};
 use tokio::{io::unix::AsyncFd, net::UdpSocket};
 use tracing::{debug, warn};
 
@@ -125,6 +125,9 @@ fn entry_of(
     if conn.flags & CONN_F_INACTIVE != 0 {
         flags |= wire::F_INACTIVE;
     }
+    if conn.flags & CONN_F_TEMPLATED != 0 {
+        flags |= wire::F_TEMPLATED;
+    }
     Some(wire::Entry {
         protocol: key.proto,
         state: conn.state,
@@ -181,6 +184,9 @@ fn place(installed: &[Installed], entry: &wire::Entry, timeouts: &Timeouts, now:
     let mut flags = if entry.flags & wire::F_INACTIVE != 0 { CONN_F_INACTIVE } else { 0 };
     if entry.flags & wire::F_NOOUTPUT != 0 {
         flags |= CONN_F_NOOUTPUT;
+    }
+    if entry.flags & wire::F_TEMPLATED != 0 {
+        flags |= CONN_F_TEMPLATED;
     }
     let conn = Conn {
         last_seen_ns,
@@ -467,6 +473,11 @@ mod tests {
         assert_eq!(entry.flags, wire::F_NOOUTPUT);
         let placed = place(&dir, &entry, &timeouts, NOW, LOCAL).unwrap();
         assert_eq!((placed.key, placed.key.family, placed.conn.vaddr), (ev.key, AF_INET, v4_addr([10, 0, 0, 1])));
+        // A persistence template's connection stays one on the backup.
+        let templated = event(sock("10.1.0.2:40001"), sock("10.0.0.1:80"), 10, 1, CONN_F_NOOUTPUT | CONN_F_TEMPLATED);
+        let entry = entry_of(&templated, real, &timeouts, NOW, |_| None).unwrap();
+        assert_eq!(entry.flags, wire::F_NOOUTPUT | wire::F_TEMPLATED);
+        assert_eq!(place(&dir, &entry, &timeouts, NOW, LOCAL).unwrap().conn.flags & CONN_F_TEMPLATED, CONN_F_TEMPLATED);
         // A connection of another family than its real's, or of none, is not sent.
         let mut ev6 = event(sock("[2001:db8:1::7]:40000"), sock("[2001:db8::100]:80"), 10, 1, 0);
         assert_eq!(entry_of(&ev6, real, &timeouts, NOW, |_| None), None);

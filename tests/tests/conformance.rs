@@ -29,7 +29,7 @@ use std::{
 };
 
 use lb_common::{
-    AF_INET, AddrKey, CONN_F_INACTIVE, CONN_F_NOOUTPUT, Conn, ConnKey, FWD_DR, FWD_NAT,
+    AF_INET, AddrKey, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_TEMPLATED, Conn, ConnKey, FWD_DR, FWD_NAT,
     IPPROTO_TCP, IPPROTO_UDP, LblcEntry, MAP_CONNS, MAP_LBLC, MAP_LBLCR, MAP_TEMPLATES, Real,
     RealConns, SVC_F_PERSISTENT, Service, Template, counter,
     sched::{
@@ -220,6 +220,8 @@ struct Tally {
     dropped: u64,
     segments: u64,
     expired: u64,
+    /// Connections a client's SYN reopened (`conn_rescheduled`).
+    reopened: u64,
     weights: u64,
     thresholds: u64,
     added: u64,
@@ -237,13 +239,14 @@ struct Tally {
 impl Tally {
     fn summary(&self) -> String {
         format!(
-            "{} scheduled, {} no-real drops, {} segments, {} expiries, {} weight and {} \
+            "{} scheduled, {} no-real drops, {} segments, {} expiries, {} reopened, {} weight and {} \
              threshold edits, {} reals added, {} removed, {} decisions with a real overloaded, \
              {} from templates, {} aged, {} cache entries dropped, peak {} connections",
             self.scheduled,
             self.dropped,
             self.segments,
             self.expired,
+            self.reopened,
             self.weights,
             self.thresholds,
             self.added,
@@ -870,6 +873,12 @@ impl<'a> Scenario<'a> {
             }
         };
         let vaddr = self.dests[self.rng.index(self.dests.len())];
+        self.open(client, cport, vaddr);
+    }
+
+    /// The first packet of a connection from `client:cport` to `vaddr`
+    /// (a SYN, or a UDP datagram): scheduled, recorded and forwarded.
+    fn open(&mut self, client: [u8; 4], cport: u16, vaddr: [u8; 4]) {
         let overloaded = self.reals.iter().any(|r| r.overloaded);
         let want = self.model_pick(client, cport, vaddr);
         let p = self.client_pkt(client, cport, vaddr, SYN);
@@ -987,6 +996,18 @@ impl<'a> Scenario<'a> {
         } else {
             [ACK, ACK | PSH, ACK, FIN | ACK, FIN, RST, RST | ACK, SYN][self.rng.index(8)]
         };
+        // The client reusing its port after a close: IPVS expires the old
+        // connection at once and schedules the SYN as a new one.
+        if !from_real && tcp_state::new_conn_expected(conn.state, flags, self.v.persistent) {
+            let conn = self.conns.swap_remove(ci);
+            self.in_use.remove(&(conn.client, conn.cport));
+            self.model_unbind(&conn);
+            self.tally.reopened += 1;
+            self.note(format!("reopened {}:{} (real {})", ip(conn.client), conn.cport, conn.real));
+            self.open(conn.client, conn.cport, conn.vaddr);
+            self.check_real_counts(conn.real, "the reopened connection's old real");
+            return;
+        }
         let what;
         let (input, expected) = if from_real {
             let raddr = real.addr[0].to_ne_bytes();
@@ -1042,6 +1063,21 @@ impl<'a> Scenario<'a> {
         self.check_real_counts(conn.real, &what);
     }
 
+    /// `ip_vs_unbind_dest` on the model: `conn` no longer counts on its
+    /// real, whose OVERLOAD flag may clear.
+    fn model_unbind(&mut self, conn: &MConn) {
+        let i = self.index_of(conn.real).expect("a live connection's real");
+        let r = &mut self.reals[i];
+        if conn.inactive {
+            r.inactive -= 1;
+        } else {
+            r.active -= 1;
+        }
+        if r.overloaded {
+            r.overloaded = overload_on_unbind(r.active, r.inactive, r.real.u_threshold, r.real.l_threshold, true);
+        }
+    }
+
     /// The sweeper expires connection `ci`: both CONNS entries go, and the
     /// real's counts drop (`SharedCounters::unbind`).
     fn expire(&mut self, ci: usize, why: &str) {
@@ -1073,22 +1109,9 @@ impl<'a> Scenario<'a> {
         }
         // The controller's unbind, on the map; the model's, on its copy.
         self.check_real_counts(conn.real, &what);
+        self.model_unbind(&conn);
         let i = self.index_of(conn.real).expect("a live connection's real");
-        let r = &mut self.reals[i];
-        if conn.inactive {
-            r.inactive -= 1;
-        } else {
-            r.active -= 1;
-        }
-        if r.overloaded {
-            r.overloaded = overload_on_unbind(
-                r.active,
-                r.inactive,
-                r.real.u_threshold,
-                r.real.l_threshold,
-                true,
-            );
-        }
+        let r = &self.reals[i];
         let mut rc = self.lb.real_conns(conn.real);
         if conn.inactive {
             rc.inactive -= 1;
@@ -1316,7 +1339,8 @@ impl<'a> Scenario<'a> {
             self.fail(&format!("{what}: the connection is missing from CONNS"));
         };
         let want_flags = if conn.inactive { CONN_F_INACTIVE } else { 0 }
-            | if conn.nat { 0 } else { CONN_F_NOOUTPUT };
+            | if conn.nat { 0 } else { CONN_F_NOOUTPUT }
+            | if self.v.persistent { CONN_F_TEMPLATED } else { 0 };
         if got.real != conn.real || got.state != conn.state || got.flags != want_flags {
             self.fail(&format!(
                 "{what}: CONNS has real {} state {} flags {:#x}, the model real {} state {} flags \
@@ -1465,6 +1489,8 @@ impl<'a> Scenario<'a> {
         let dropped = delta(self.lb, counter::DROP_NO_REAL, &b);
         assert_eq!(new, self.tally.scheduled, "{}: conn_new", self.v.name);
         assert_eq!(dropped, self.tally.dropped, "{}: drop_no_real", self.v.name);
+        let reopened = delta(self.lb, counter::CONN_RESCHEDULED, &b);
+        assert_eq!(reopened, self.tally.reopened, "{}: conn_rescheduled", self.v.name);
         for c in [
             counter::DROP_SCHED_CALL,
             counter::CONN_INSERT_FAIL,

@@ -10,8 +10,8 @@ mod support;
 
 use etherparse::{EtherType, Ipv4Header};
 use lb_common::{
-    AF_INET, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, Conn, ConnKey, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_REALS_PER_SERVICE, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, Stats, counter, tcp_state, v4_addr,
+    AF_INET, CONN_F_INACTIVE, CONN_F_NOOUTPUT, CONN_F_REPLY, CONN_F_TEMPLATED, Conn, ConnKey, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_REALS_PER_SERVICE, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, Stats, counter, tcp_state, v4_addr,
 };
 use support::*;
 
@@ -356,6 +356,63 @@ fn nat_tcp_states_follow_ipvs_through_a_close() {
         lb.expect(what, &pkt.frame(), XDP_TX, &want.frame());
         assert_state(&mut lb, &key, state, what);
     }
+}
+
+/// Runs a client's NAT connection on `port` through IPVS's close, to
+/// TIME_WAIT, with `real` answering.
+fn close_to_time_wait(lb: &mut Lb, port: u16, real: [u8; 4]) {
+    for pkt in [
+        Pkt::tcp(port, HTTP, SYN),
+        from_real(real, REAL_HTTP, port, SYN | ACK),
+        Pkt::tcp(port, HTTP, ACK),
+        Pkt::tcp(port, HTTP, FIN | ACK),
+        from_real(real, REAL_HTTP, port, FIN | ACK),
+    ] {
+        assert_eq!(lb.run(&pkt.frame()).0, XDP_TX);
+    }
+    assert_state(lb, &Pkt::tcp(port, HTTP, SYN).conn_key(), tcp_state::TIME_WAIT, "closed");
+}
+
+/// A client that reuses its port while its old connection is in TIME_WAIT
+/// opens a new one (IPVS's `conn_reuse_mode` 1, `is_new_conn_expected`):
+/// the old entries go, their real's count drops, and the SYN is scheduled
+/// afresh (rr: the next real). An established connection's SYN stays with
+/// its real, and so does one a persistence template controls.
+#[test]
+fn a_syn_on_a_closed_connection_is_scheduled_afresh() {
+    let mut lb = Lb::new();
+    let [r1, r2, r3] = nat_http(&mut lb);
+    let key = Pkt::tcp(40000, HTTP, SYN).conn_key();
+    close_to_time_wait(&mut lb, 40000, REAL1);
+    assert_eq!((lb.real_conns(r1).active, lb.real_conns(r1).inactive), (0, 1), "TIME_WAIT is inactive");
+
+    let syn = Pkt::tcp(40000, HTTP, SYN);
+    lb.expect("SYN on TIME_WAIT", &syn.frame(), XDP_TX, &nat_to(&syn, REAL2, REAL_HTTP).frame());
+    assert_conn(&mut lb, &key, client_entry(r2, HTTP, tcp_state::SYN_RECV, 0), "the new connection");
+    assert!(lb.conn(&reply_key(REAL1, REAL_HTTP, 40000, IPPROTO_TCP)).is_none(), "the old reply entry is gone");
+    assert_conn(&mut lb, &reply_key(REAL2, REAL_HTTP, 40000, IPPROTO_TCP), reply_entry(r2, HTTP), "new reply entry");
+    assert_eq!(lb.real_conns(r1), RealConns::default(), "the old real counts nothing");
+    assert_eq!((lb.real_conns(r2).active, lb.real_conns(r2).inactive), (1, 0));
+
+    // Established: a SYN (a retransmission, or a scan) keeps the real.
+    let port = 40001;
+    assert_eq!(lb.run(&Pkt::tcp(port, HTTP, SYN).frame()).0, XDP_TX);
+    assert_eq!(lb.run(&Pkt::tcp(port, HTTP, ACK).frame()).0, XDP_TX);
+    let again = Pkt::tcp(port, HTTP, SYN);
+    lb.expect("SYN on ESTABLISHED", &again.frame(), XDP_TX, &nat_to(&again, REAL3, REAL_HTTP).frame());
+    assert_eq!(lb.conn(&again.conn_key()).map(|c| c.real), Some(r3));
+    lb.assert_counters(&[(counter::CONN_NEW, 3), (counter::CONN_RESCHEDULED, 1)], "reuse");
+
+    // Under a template (a persistent service's connection): the SYN
+    // reopens the old connection, on its real, as IPVS keeps a controlled
+    // connection.
+    let templated = Conn { flags: CONN_F_INACTIVE | CONN_F_TEMPLATED, last_seen_ns: 1, ..client_entry(r1, HTTP, tcp_state::TIME_WAIT, 0) };
+    let key = Pkt::tcp(40002, HTTP, SYN).conn_key();
+    lb.insert_conn(key, templated);
+    let syn = Pkt::tcp(40002, HTTP, SYN);
+    lb.expect("SYN on a templated TIME_WAIT", &syn.frame(), XDP_TX, &nat_to(&syn, REAL1, REAL_HTTP).frame());
+    assert_state(&mut lb, &key, tcp_state::SYN_RECV, "reopened");
+    lb.assert_counters(&[(counter::CONN_NEW, 3), (counter::CONN_RESCHEDULED, 1)], "templated");
 }
 
 /// NAT reply with TTL 1: left to the kernel untouched, like the inbound

@@ -56,7 +56,7 @@ use std::{
 
 use etherparse::{EtherType, Ipv4Header};
 use lb_common::{
-    AF_INET, CONN_F_INACTIVE, CONN_F_REPLY, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP,
+    AF_INET, CONN_F_INACTIVE, CONN_F_REPLY, CONN_F_TEMPLATED, ConnKey, FWD_DR, FWD_NAT, FWD_TUN, IPPROTO_TCP,
     IPPROTO_UDP, Real, counter, tcp_state, v4_addr,
 };
 use support::*;
@@ -1677,8 +1677,21 @@ impl Fuzz {
         }
     }
 
-    /// The model's verdict for a parsed packet.
-    fn expect(&self, p: &Parsed) -> Expect {
+    /// Whether `p` is a tracked client's SYN that reopens its connection
+    /// as a new one: by the rule of `tcp_state::new_conn_expected`, on the
+    /// state the director's entry is in now.
+    fn reopens(&mut self, p: &Parsed) -> bool {
+        if p.proto != IPPROTO_TCP || impossible(p.flags) || !self.clients.contains_key(&p.tuple()) {
+            return false;
+        }
+        self.lb.conn(&conn_key(p.tuple())).is_some_and(|c| {
+            tcp_state::new_conn_expected(c.state, p.flags, c.flags & CONN_F_TEMPLATED != 0)
+        })
+    }
+
+    /// The model's verdict for a parsed packet; `reopened` when it is a
+    /// tracked client's SYN that opens a new connection (`reopens`).
+    fn expect(&self, p: &Parsed, reopened: bool) -> Expect {
         let tuple = p.tuple();
         if self.replies.contains_key(&tuple) {
             if p.proto == IPPROTO_TCP && impossible(p.flags) {
@@ -1693,7 +1706,9 @@ impl Fuzz {
             if p.proto == IPPROTO_TCP && impossible(p.flags) {
                 return Expect::Reason(counter::DROP_TCP_FLAGS);
             }
-            return Expect::Client(t.real);
+            if !reopened {
+                return Expect::Client(t.real);
+            }
         }
         if !self.services.contains_key(&(p.dst, p.dport, p.proto)) {
             return Expect::Reason(counter::PASS_NOT_VIP);
@@ -1743,12 +1758,13 @@ impl Fuzz {
             self.refused += 1;
             return;
         }
+        let reopened = parsed.as_ref().is_ok_and(|p| self.reopens(p));
         let expect = match &parsed {
             Err(reason) if *reason == counter::PASS_FRAGMENT && input[12..14] == [8, 0] => {
                 self.expect_later_fragment(input)
             }
             Err(reason) => Expect::Reason(*reason),
-            Ok(p) => self.expect(p),
+            Ok(p) => self.expect(p, reopened),
         };
         // Whether the director remembers this first fragment's datagram: it
         // does for a tracked tuple whose flags it does not drop, and for a
@@ -1783,6 +1799,16 @@ impl Fuzz {
             other => other,
         };
 
+        // A reopened connection is gone, with its reply entry.
+        if delta[counter::CONN_RESCHEDULED as usize] != u64::from(reopened) {
+            self.fail(i, &format!("conn_rescheduled moved {delta:?}, reopened: {reopened}"), input, Some((action, &out)));
+        }
+        if reopened {
+            let p = parsed.as_ref().unwrap();
+            let old = self.clients.remove(&p.tuple()).unwrap();
+            let real = self.reals[&old.real];
+            self.replies.remove(&(real.addr, p.src, real.port, p.sport, p.proto));
+        }
         // A new connection: learn its real from the table.
         let mut expect = expect;
         if expect == Expect::New {
@@ -1897,7 +1923,9 @@ impl Fuzz {
         let moved: Vec<usize> = delta
             .iter()
             .enumerate()
-            .filter(|&(c, &d)| d != 0 && c != counter::CONN_NEW as usize && c != counter::FRAG_RELAYED as usize)
+            .filter(|&(c, &d)| {
+                d != 0 && ![counter::CONN_NEW, counter::FRAG_RELAYED, counter::CONN_RESCHEDULED].contains(&(c as u32))
+            })
             .map(|(c, _)| c)
             .collect();
         match reason {

@@ -37,6 +37,9 @@ pub const MAX_MESSAGE_LEN: usize = 1500 - 20 - 8;
 pub const F_NOOUTPUT: u8 = 1;
 /// `flags`: counted as inactive.
 pub const F_INACTIVE: u8 = 2;
+/// `flags`: made under a persistence template (IPVS's templated
+/// connections): a new SYN on it does not reschedule it.
+pub const F_TEMPLATED: u8 = 4;
 
 /// The family bytes: Linux's `AF_INET` and `AF_INET6`, as the maps keep them.
 const AF_INET: u8 = lb_common::AF_INET;
