@@ -9,7 +9,7 @@
 
 use std::{
     io::Read as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -83,11 +83,19 @@ impl Lab {
         lab
     }
 
-    fn addr(&self, host: u8) -> Ipv4Addr {
+    fn addr4(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, u8::try_from(self.net).unwrap(), 0, host)
     }
 
-    fn vip(&self) -> Ipv4Addr {
+    fn addr(&self, host: u8) -> IpAddr {
+        self.addr4(host).into()
+    }
+
+    fn vip4(&self) -> Ipv4Addr {
+        self.addr4(100)
+    }
+
+    fn vip(&self) -> IpAddr {
         self.addr(100)
     }
 
@@ -292,7 +300,7 @@ fn vrrp_election_takeover_preemption_and_spoofing() {
 
     // A: Master_Down_Interval = 3 s + 56/256 s, then master.
     wait_for("A to become master", Duration::from_secs(8), || a.status().state == State::Master);
-    let macs = count_garps(&mut garps, lab.vip(), Duration::from_millis(1600));
+    let macs = count_garps(&mut garps, lab.vip4(), Duration::from_millis(1600));
     assert_eq!(macs.len(), 10, "5 gratuitous ARPs at once and 5 after garp_delay");
     assert!(macs.iter().all(|m| *m == mac(&lab.a, "va")), "{macs:x?}");
     wait_for("B to see A as master", Duration::from_secs(3), || b.status().master == Some(a_addr));
@@ -308,7 +316,7 @@ fn vrrp_election_takeover_preemption_and_spoofing() {
 
     // Spoofed adverts into A's namespace from B's: each would make A
     // yield if it were accepted (priority 255), each is counted by reason.
-    let spoof = lab.addr(9);
+    let spoof = lab.addr4(9);
     let resign = Advert { vrid: 51, priority: 255, interval_cs: 100, addresses: vec![lab.vip()] };
     let good = packet::ipv4_datagram(spoof, packet::GROUP, &resign.encode(spoof, packet::GROUP));
     let mut ttl254 = good.clone();
@@ -385,7 +393,7 @@ fn vrrp_unicast_owner_and_fault() {
     assert_eq!(b.status().state, State::Backup);
     assert_eq!(b.status().master_advert_interval_ms, 100);
     // A multicast advert (from a non-peer) is dropped by B.
-    let spoof = lab.addr(9);
+    let spoof = lab.addr4(9);
     let adv = Advert { vrid: 51, priority: 255, interval_cs: 10, addresses: vec![lab.vip()] };
     inject(&lab.a, "va", &packet::ipv4_datagram(spoof, packet::GROUP, &adv.encode(spoof, packet::GROUP)));
     wait_for("B to drop the non-peer advert", Duration::from_secs(2), || b.status().drops.peer == 1);

@@ -41,7 +41,7 @@ pub(super) fn parse(
     at: &super::Locator<'_>,
     offset: usize,
     raw: &SyncSection,
-    vrrp: Option<(&str, &[Ipv4Addr], u8)>,
+    vrrp: Option<(&str, &[std::net::IpAddr], u8)>,
 ) -> Result<SyncConfig, super::ConfigError> {
     let Some((vrrp_interface, vrrp_peers, vrid)) = vrrp else {
         return Err(at.error(offset, "sync", "connection sync needs a [vrrp] section: only a VRRP pair has a master to sync from"));
@@ -67,7 +67,14 @@ pub(super) fn parse(
         peers.push(addr);
     }
     if raw.peers.is_empty() {
-        peers = vrrp_peers.to_vec();
+        peers = vrrp_peers.iter().filter_map(|p| match p {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            std::net::IpAddr::V6(_) => None,
+        }).collect();
+        // Not to the group instead, silently: the operator chose unicast.
+        if peers.is_empty() && !vrrp_peers.is_empty() {
+            return Err(at.error(offset, "sync.peers", "the vrrp unicast_peers are IPv6, and connection sync is IPv4-only: list IPv4 sync.peers"));
+        }
     }
     let id = u8::try_from(at.ranged(raw.id.as_ref(), "sync.id", 0, 255, u32::from(vrid))?).unwrap_or(vrid);
     Ok(SyncConfig { interface, group, port, peers, id })
