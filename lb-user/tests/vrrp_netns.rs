@@ -723,7 +723,7 @@ fn vrrp6_election_takeover_neighbour_advertisements_and_spoofing() {
     // ff02::12 with hop limit 255, listing the IPv6 VIP only, with a
     // checksum over the IPv6 pseudo-header.
     let adverts = adverts6(&frames);
-    assert!(adverts.len() >= 1, "no advert captured");
+    assert!(!adverts.is_empty(), "no advert captured");
     for (src, dst, hops, msg) in &adverts {
         assert_eq!((*src, *dst, *hops), (lla, packet::GROUP6, 255));
         let expected = Advert { vrid: 51, priority: 200, interval_cs: 100, addresses: vec![lab.vip6().into()] };
