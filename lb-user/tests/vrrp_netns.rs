@@ -713,6 +713,14 @@ fn vrrp6_election_takeover_neighbour_advertisements_and_spoofing() {
     let b = Node::start(&lab.b, cb);
 
     wait_for("A to become master", Duration::from_secs(8), || a.status().state == State::Master);
+    // Added without duplicate address detection: usable at once (DAD
+    // would hold it tentative for a second or more).
+    let line = ip(&["-n", &lab.a, "-6", "-o", "addr", "show", "dev", "va"])
+        .lines()
+        .find(|l| l.contains(&format!("{}/64", lab.vip6())))
+        .map(str::to_owned);
+    let line = line.expect("the IPv6 VIP on A as soon as it is master");
+    assert!(line.contains("nodad") && !line.contains("tentative"), "{line}");
     let frames = read_frames(&mut frames_b, Duration::from_millis(1600));
     let nas = unsolicited_nas(&frames, lab.vip6());
     assert_eq!(nas.len(), 10, "5 neighbour advertisements at once and 5 after garp_delay: {nas:x?}");
@@ -740,8 +748,6 @@ fn vrrp6_election_takeover_neighbour_advertisements_and_spoofing() {
     assert_eq!((sa.drops.total(), sb.drops.total()), (0, 0), "{sa:?} {sb:?}");
     assert!(lab.has_vip6(&lab.a, "va") && lab.has_vip(&lab.a, "va"));
     assert!(!lab.has_vip6(&lab.b, "vb") && !lab.has_vip(&lab.b, "vb"));
-    // Added without duplicate address detection: usable at once.
-    assert!(!ip(&["-n", &lab.a, "-6", "addr", "show", "dev", "va"]).contains("tentative"));
 
     // Spoofed adverts into A from B's link-local: each would make A yield
     // (priority 255) if it were accepted; each is counted by reason.
