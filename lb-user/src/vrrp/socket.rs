@@ -36,7 +36,9 @@ pub fn ifindex(name: &str) -> Option<u32> {
 }
 
 /// What the interface looks like now: whether it is up and running, and its
-/// first IPv4 address (the primary).
+/// first IPv4 address (an IPv4 instance's primary). An IPv6 instance's
+/// primary, the link-local address, needs its DAD flags, which only
+/// netlink tells ([`super::takeover::Addresses::link_local`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Link {
     pub running: bool,
@@ -44,7 +46,7 @@ pub struct Link {
 }
 
 impl Link {
-    /// Usable for VRRP: up, running, with an address.
+    /// Usable for an IPv4 instance: up, running, with an IPv4 address.
     #[must_use]
     pub fn usable(&self) -> Option<Ipv4Addr> {
         self.primary.filter(|_| self.running)
