@@ -376,7 +376,7 @@ impl Instance {
         let link = socket::link(&self.config.interface).filter(|l| l.running)?;
         match self.config.family {
             Family::Ipv4 => link.usable().map(IpAddr::V4),
-            Family::Ipv6 => match self.addresses.link_local(self.ifindex).await {
+            Family::Ipv6 => match self.addresses.link_local(self.ifindex, &self.config.addresses).await {
                 Ok(a) => a.map(IpAddr::V6),
                 Err(e) => {
                     tracing::warn!("vrrp: reading the addresses of {}: {e}", self.config.interface);

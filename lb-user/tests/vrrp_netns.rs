@@ -793,6 +793,10 @@ fn vrrp6_unicast_to_link_local_peers_and_fault() {
     let (lla, llb) = (lab.link_local(&lab.a, "va"), lab.link_local(&lab.b, "vb"));
     let mut ca = config6(&lab, "va", 255, 100);
     ca.unicast_peers = vec![llb.into()];
+    // A link-local VIP: once A holds it, it is A's newest link-local
+    // address, but A's adverts must keep their source (B's only peer).
+    let ll_vip: Ipv6Addr = "fe80::100".parse().unwrap();
+    ca.addresses.push(VirtualIp { addr: ll_vip.into(), prefix_len: 64, interface: "va".into() });
     let mut cb = config6(&lab, "vb", 100, 100);
     cb.unicast_peers = vec![lla.into()];
     let mut frames_b = ipv6_capture(&lab.b);
@@ -801,6 +805,10 @@ fn vrrp6_unicast_to_link_local_peers_and_fault() {
     let b = Node::start(&lab.b, cb);
     wait_for("B to follow A", Duration::from_secs(3), || b.status().master == Some(lla.into()));
     assert_eq!((b.status().state, b.status().master_advert_interval_ms), (State::Backup, 100));
+    assert!(ip(&["-n", &lab.a, "-6", "-o", "addr", "show", "dev", "va"]).contains("fe80::100/64"));
+    // Past a look at the link (every second) with the VIP in place.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!((a.status().primary, b.status().master, b.status().drops.total()), (Some(lla.into()), Some(lla.into()), 0));
     // Unicast on the wire: to B's link-local address, hop limit 255.
     let adverts = adverts6(&read_frames(&mut frames_b, Duration::from_millis(300)));
     assert!(!adverts.is_empty() && adverts.iter().all(|(s, d, h, _)| (*s, *d, *h) == (lla, llb, 255)), "{adverts:?}");

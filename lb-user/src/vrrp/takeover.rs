@@ -240,12 +240,14 @@ impl Addresses {
     }
 
     /// The interface's first link-local IPv6 address that can be a source:
-    /// not tentative (duplicate address detection still running) and not
-    /// failed. `None` when it has none yet.
+    /// not tentative (duplicate address detection still running), not
+    /// failed, and not one of `vips`: a link-local VIP the master adds is
+    /// listed first by the kernel (newest first within a scope), and the
+    /// primary must not change with the role. `None` when it has none yet.
     ///
     /// # Errors
     /// When netlink refuses.
-    pub async fn link_local(&self, ifindex: u32) -> Result<Option<Ipv6Addr>, AddressError> {
+    pub async fn link_local(&self, ifindex: u32, vips: &[VirtualIp]) -> Result<Option<Ipv6Addr>, AddressError> {
         let mut stream = self.handle.address().get().set_link_index_filter(ifindex).execute();
         while let Some(message) = stream.try_next().await? {
             if message.header.family != AddressFamily::Inet6 || message.header.scope != AddressScope::Link {
@@ -263,7 +265,7 @@ impl Addresses {
             if flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed) {
                 continue;
             }
-            if let Some(a) = address.filter(|a| a.is_unicast_link_local()) {
+            if let Some(a) = address.filter(|a| a.is_unicast_link_local() && !vips.iter().any(|v| v.addr == IpAddr::V6(*a))) {
                 return Ok(Some(a));
             }
         }
