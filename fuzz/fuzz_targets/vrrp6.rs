@@ -38,10 +38,18 @@ fuzz_target!(|data: &[u8]| {
         vrid: control & 0x3f,
         peers: &peers,
     };
-    let header = Ipv6Header { src, dst, hop_limit };
+    let header = Ipv6Header {
+        src,
+        dst,
+        hop_limit,
+    };
     if let Ok(received) = decode_ipv6(&message, &header, &filter) {
-        let again = decode_ipv6(&received.advert.to_wire(received.src, received.dst), &header, &filter)
-            .expect("an encoded advertisement decodes");
+        let again = decode_ipv6(
+            &received.advert.to_wire(received.src, received.dst),
+            &header,
+            &filter,
+        )
+        .expect("an encoded advertisement decodes");
         assert_eq!(again, received);
     }
 });

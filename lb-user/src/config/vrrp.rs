@@ -370,7 +370,10 @@ pub(super) fn parse(at: &Locator<'_>, s: &VrrpSection, span_start: usize, servic
     // The first address decides, as in keepalived; `family` says it
     // outright (keepalived's `native_ipv6`), which matters when the
     // addresses come from the services, in file order.
-    let first = c.addresses[0].addr;
+    let Some(first) = c.addresses.first().map(|v| v.addr) else {
+        // Both ways of filling the list above refuse an empty one.
+        return Err(at.error(span_start, "vrrp.addresses", "list at least one address"));
+    };
     c.family = match &s.family {
         None => Family::of(first),
         Some(v) => match at.text(v, "vrrp.family")? {

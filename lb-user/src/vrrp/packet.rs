@@ -172,8 +172,9 @@ pub fn ipv4_datagram(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 pub enum DropReason {
     /// Shorter than its headers, its length fields or its address count.
     Truncated,
-    /// Not an IPv4 datagram of protocol 112 (an IPv6 socket hands over
-    /// no header, so IPv6 adverts never have this reason).
+    /// Not an IPv4 datagram of protocol 112; over IPv6 (whose socket hands
+    /// over no header), a message whose source or destination the kernel
+    /// did not give.
     Malformed,
     /// Not from one of the configured unicast peers.
     Peer,
