@@ -541,10 +541,17 @@ impl Keepalived {
     /// keepalived's instance of `family`: IPv6 is `native_ipv6` with the
     /// lab's IPv6 VIP (/64).
     fn start_family(program: &Path, lab: &Lab, priority: u8, unicast: bool, interval_ms: u64, family: Family) -> Keepalived {
-        let unicast_lines = if unicast {
-            format!("  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n", lab.addr(1), lab.addr(2))
-        } else {
-            String::new()
+        let unicast_lines = match (unicast, family) {
+            (false, _) => String::new(),
+            (true, Family::Ipv4) => format!("  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n", lab.addr(1), lab.addr(2)),
+            // keepalived sends IPv6 unicast with hop limit 64 unless told
+            // (and checks none in unicast mode); we accept 255 only, as
+            // the RFC.
+            (true, Family::Ipv6) => format!(
+                "  unicast_ttl 255\n  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n",
+                lab.link_local(&lab.a, "va"),
+                lab.link_local(&lab.b, "vb")
+            ),
         };
         let (native, vip) = match family {
             Family::Ipv4 => ("", format!("{}/32", lab.vip())),
@@ -849,7 +856,8 @@ fn vrrp6_unicast_to_link_local_peers_and_fault() {
 }
 
 /// keepalived's `native_ipv6` instance, when installed: it must accept our
-/// IPv6 adverts and we its, in both roles.
+/// IPv6 adverts and we its, in both roles, multicast and unicast (between
+/// the link-local addresses).
 #[test]
 fn vrrp6_keepalived_interoperates() {
     if !is_root() {
@@ -857,56 +865,66 @@ fn vrrp6_keepalived_interoperates() {
         return;
     }
     let keepalived = which("keepalived").expect("keepalived is not installed: run `cargo xtask setup` (apt-get install keepalived)");
-    let lab = Lab::new();
-    let lla = lab.link_local(&lab.a, "va");
-    lab.link_local(&lab.b, "vb");
-    let mut frames_b = ipv6_capture(&lab.b);
+    for unicast in [false, true] {
+        let lab = Lab::new();
+        let lla = lab.link_local(&lab.a, "va");
+        lab.link_local(&lab.b, "vb");
+        let mac_a = mac(&lab.a, "va");
+        let mut frames_b = ipv6_capture(&lab.b);
 
-    // 1. keepalived (150) is master; we (100) are backup.
-    let ka = Keepalived::start_family(&keepalived, &lab, 150, false, 1000, Family::Ipv6);
-    let mut c = config6(&lab, "vb", 100, 1000);
-    let x = Node::start(&lab.b, c.clone());
-    wait_for("keepalived to be master", Duration::from_secs(8), || lab.has_vip6(&lab.a, "va"));
-    wait_for("us to follow keepalived", Duration::from_secs(3), || x.status().master == Some(lla.into()));
-    let s = x.status();
-    assert_eq!((s.state, s.drops.total(), s.master_advert_interval_ms), (State::Backup, 0, 1000), "{s:?}\n{}", ka.log());
-    assert!(!lab.has_vip6(&lab.b, "vb"));
-    // keepalived's adverts decode with our codec, and its neighbour
-    // advertisements for the VIP look like ours.
-    let frames = read_frames(&mut frames_b, Duration::from_millis(1200));
-    let adverts = adverts6(&frames);
-    assert!(!adverts.is_empty());
-    for (src, dst, hops, msg) in &adverts {
-        let header = packet::Ipv6Header { src: *src, dst: *dst, hop_limit: Some(*hops) };
-        let rx = packet::decode_ipv6(msg, &header, &packet::Filter { vrid: 51, peers: &[] }).unwrap();
-        assert_eq!(rx.advert, Advert { vrid: 51, priority: 150, interval_cs: 100, addresses: vec![lab.vip6().into()] });
-        assert_eq!(*msg, rx.advert.encode(*src, *dst), "our encoding is byte for byte keepalived's");
-    }
-    let start = Instant::now();
-    let log = ka.stop();
-    eprintln!("---- keepalived (IPv6), first run ----\n{log}");
-    wait_for("us to take over", Duration::from_secs(3), || x.status().state == State::Master);
-    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}\n{log}", start.elapsed());
-    assert!(lab.has_vip6(&lab.b, "vb"));
-    x.shutdown();
+        // 1. keepalived (150) is master; we (100) are backup.
+        let ka = Keepalived::start_family(&keepalived, &lab, 150, unicast, 1000, Family::Ipv6);
+        let mut c = config6(&lab, "vb", 100, 1000);
+        if unicast {
+            c.unicast_peers = vec![lla.into()];
+        }
+        let x = Node::start(&lab.b, c.clone());
+        wait_for("keepalived to be master", Duration::from_secs(8), || lab.has_vip6(&lab.a, "va"));
+        wait_for("us to follow keepalived", Duration::from_secs(3), || x.status().master == Some(lla.into()));
+        let s = x.status();
+        assert_eq!((s.state, s.drops.total(), s.master_advert_interval_ms), (State::Backup, 0, 1000), "{s:?}\n{}", ka.log());
+        assert!(!lab.has_vip6(&lab.b, "vb"));
+        // keepalived's adverts decode with our codec and are byte for byte
+        // what we would send; its neighbour advertisements for the VIP
+        // pass the checks ours are held to.
+        let frames = read_frames(&mut frames_b, Duration::from_millis(1200));
+        let adverts = adverts6(&frames);
+        assert!(!adverts.is_empty());
+        for (src, dst, hops, msg) in &adverts {
+            let header = packet::Ipv6Header { src: *src, dst: *dst, hop_limit: Some(*hops) };
+            let rx = packet::decode_ipv6(msg, &header, &packet::Filter { vrid: 51, peers: &[] }).unwrap();
+            assert_eq!(rx.advert, Advert { vrid: 51, priority: 150, interval_cs: 100, addresses: vec![lab.vip6().into()] });
+            assert_eq!(*msg, rx.advert.encode(*src, *dst), "our encoding is byte for byte keepalived's");
+            assert_eq!(*dst, if unicast { lab.link_local(&lab.b, "vb") } else { packet::GROUP6 });
+        }
+        let nas = unsolicited_nas(&frames, lab.vip6());
+        assert!(!nas.is_empty() && nas.iter().all(|(src, option)| *src == mac_a && *option == mac_a), "{nas:x?}");
+        let start = Instant::now();
+        let log = ka.stop();
+        eprintln!("---- keepalived (IPv6, unicast: {unicast}), first run ----\n{log}");
+        wait_for("us to take over", Duration::from_secs(3), || x.status().state == State::Master);
+        assert!(start.elapsed() < Duration::from_millis(2500), "{:?}\n{log}", start.elapsed());
+        assert!(lab.has_vip6(&lab.b, "vb"));
+        x.shutdown();
 
-    // 2. We (200) are master; keepalived (100) stays backup on our
-    // adverts, and takes over at once when we resign.
-    c.priority = 200;
-    let x = Node::start(&lab.b, c);
-    wait_for("us to be master", Duration::from_secs(8), || x.status().state == State::Master);
-    let ka = Keepalived::start_family(&keepalived, &lab, 100, false, 1000, Family::Ipv6);
-    std::thread::sleep(Duration::from_millis(4500));
-    assert!(!lab.has_vip6(&lab.a, "va"), "keepalived took the VIP:\n{}", ka.log());
-    assert!(ka.log().contains("Entering BACKUP STATE"), "{}", ka.log());
-    assert!(!ka.log().contains("Entering MASTER STATE"), "{}", ka.log());
-    let start = Instant::now();
-    x.shutdown();
-    wait_for("keepalived to take over", Duration::from_secs(3), || lab.has_vip6(&lab.a, "va"));
-    assert!(start.elapsed() < Duration::from_millis(2000), "{:?}\n{}", start.elapsed(), ka.log());
-    let log = ka.stop();
-    eprintln!("---- keepalived (IPv6), second run ----\n{log}");
-    for bad in ["invalid", "bad ", "Bad ", "wrong", "mismatch"] {
-        assert!(!log.contains(bad), "keepalived complained ({bad}):\n{log}");
+        // 2. We (200) are master; keepalived (100) stays backup on our
+        // adverts, and takes over at once when we resign.
+        c.priority = 200;
+        let x = Node::start(&lab.b, c);
+        wait_for("us to be master", Duration::from_secs(8), || x.status().state == State::Master);
+        let ka = Keepalived::start_family(&keepalived, &lab, 100, unicast, 1000, Family::Ipv6);
+        std::thread::sleep(Duration::from_millis(4500));
+        assert!(!lab.has_vip6(&lab.a, "va"), "keepalived took the VIP:\n{}", ka.log());
+        assert!(ka.log().contains("Entering BACKUP STATE"), "{}", ka.log());
+        assert!(!ka.log().contains("Entering MASTER STATE"), "{}", ka.log());
+        let start = Instant::now();
+        x.shutdown();
+        wait_for("keepalived to take over", Duration::from_secs(3), || lab.has_vip6(&lab.a, "va"));
+        assert!(start.elapsed() < Duration::from_millis(2000), "{:?}\n{}", start.elapsed(), ka.log());
+        let log = ka.stop();
+        eprintln!("---- keepalived (IPv6, unicast: {unicast}), second run ----\n{log}");
+        for bad in ["invalid", "bad ", "Bad ", "wrong", "mismatch"] {
+            assert!(!log.contains(bad), "keepalived complained ({bad}):\n{log}");
+        }
     }
 }
