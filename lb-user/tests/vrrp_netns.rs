@@ -412,11 +412,22 @@ fn vrrp_unicast_owner_and_fault() {
     // A is the owner: master at once. Fast adverts, unicast both ways.
     let mut ca = config(&lab, "va", 255, 100);
     ca.unicast_peers = vec![b_addr];
+    // An IPv6 address held by this IPv4 instance: excluded, moved with the
+    // role and announced with neighbour advertisements.
+    ca.addresses.push(VirtualIp { addr: lab.vip6().into(), prefix_len: 64, interface: "va".into() });
     let mut cb = config(&lab, "vb", 100, 100);
     cb.unicast_peers = vec![a_addr];
+    let mut frames_b = ipv6_capture(&lab.b);
     let a = Node::start(&lab.a, ca);
     wait_for("the owner to be master", Duration::from_millis(500), || a.status().state == State::Master);
     let b = Node::start(&lab.b, cb);
+    // (Read after B started: both instances then look at their links in
+    // step, as the fault below needs.)
+    assert!(lab.has_vip(&lab.a, "va") && lab.has_vip6(&lab.a, "va"));
+    let nas = unsolicited_nas(&read_frames(&mut frames_b, Duration::from_millis(100)), lab.vip6());
+    assert_eq!(nas.len(), 5, "{nas:x?}");
+    let sa = a.status();
+    assert_eq!((sa.family, sa.excluded.clone()), (Family::Ipv4, vec![format!("{}/64 dev va", lab.vip6())]));
     wait_for("B to follow A", Duration::from_secs(3), || b.status().master == Some(a_addr));
     assert_eq!(b.status().state, State::Backup);
     assert_eq!(b.status().master_advert_interval_ms, 100);
@@ -433,7 +444,7 @@ fn vrrp_unicast_owner_and_fault() {
     wait_for("both in fault", Duration::from_secs(3), || {
         b.status().state == State::Fault && a.status().state == State::Fault
     });
-    assert!(!lab.has_vip(&lab.a, "va"));
+    assert!(!lab.has_vip(&lab.a, "va") && !lab.has_vip6(&lab.a, "va"));
     assert_eq!((b.status().primary, b.status().master), (None, None));
     ip(&["-n", &lab.b, "link", "set", "vb", "up"]);
     wait_for("A master again", Duration::from_secs(5), || a.status().state == State::Master);
