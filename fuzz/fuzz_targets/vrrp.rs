@@ -8,9 +8,9 @@
 //! it to the checks after.
 #![no_main]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use lb_user::vrrp::packet::{Filter, checksum, decode, ipv4_datagram};
+use lb_user::vrrp::packet::{Filter, checksum, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -35,8 +35,8 @@ fuzz_target!(|data: &[u8]| {
             datagram[ihl + 6..ihl + 8].copy_from_slice(&sum.to_be_bytes());
         }
     }
-    let peers: Vec<Ipv4Addr> = if control & 0x80 != 0 {
-        source.into_iter().collect()
+    let peers: Vec<IpAddr> = if control & 0x80 != 0 {
+        source.into_iter().map(IpAddr::V4).collect()
     } else {
         Vec::new()
     };
@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
         peers: &peers,
     };
     if let Ok(received) = decode(&datagram, &filter) {
-        let msg = received.advert.encode(received.src, received.dst);
-        let again = decode(&ipv4_datagram(received.src, received.dst, &msg), &filter)
+        let wire = received.advert.to_wire(received.src, received.dst);
+        let again = decode(&wire, &filter)
             .expect("an encoded advertisement decodes");
         assert_eq!(again, received);
     }

@@ -544,7 +544,7 @@ fn client_sides(vrrp: &config::VrrpConfig) -> anyhow::Result<ClientSides> {
     };
     let mut by_vip = HashMap::new();
     for vip in &vrrp.addresses {
-        by_vip.insert(IpAddr::V4(vip.addr), local(&vip.interface)?);
+        by_vip.insert(vip.addr, local(&vip.interface)?);
     }
     Ok(ClientSides { by_vip, default: local(&vrrp.interface)? })
 }

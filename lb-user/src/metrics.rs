@@ -106,7 +106,10 @@ fn float(v: f64) -> String {
 }
 
 /// The VRRP instance as Prometheus text: its state (one sample per state,
-/// 1 for the current one), priority, transitions, adverts and drops.
+/// 1 for the current one), priority, the master and the family, the
+/// addresses (whether advertised or only moved, as excluded ones),
+/// transitions, adverts and drops. Addresses are written bare, IPv6 ones
+/// too (`fe80::1`), as keepalived writes them.
 #[must_use]
 pub fn render_vrrp(status: &crate::vrrp::Status) -> String {
     let vrid = status.vrid.to_string();
@@ -119,8 +122,18 @@ pub fn render_vrrp(status: &crate::vrrp::Status) -> String {
     }
     let mut priority = Family::new("xlvs_vrrp_priority", "gauge", "The instance's VRRP priority.");
     priority.push(&id, status.priority.to_string());
-    let mut is_master = Family::new("xlvs_vrrp_master_info", "gauge", "The current master's address, as a label.");
-    is_master.push(&[id[0], id[1], ("master", master.as_str())], "1".to_owned());
+    let mut is_master = Family::new("xlvs_vrrp_master_info", "gauge", "The current master's address and the instance's family, as labels.");
+    is_master.push(&[id[0], id[1], ("family", status.family.key()), ("master", master.as_str())], "1".to_owned());
+    let mut addresses = Family::new(
+        "xlvs_vrrp_address_info",
+        "gauge",
+        "The instance's addresses: advertised (of its family) or not (excluded: moved with the role only).",
+    );
+    for (list, advertised) in [(&status.addresses, "true"), (&status.excluded, "false")] {
+        for a in list {
+            addresses.push(&[id[0], id[1], ("address", a.as_str()), ("advertised", advertised)], "1".to_owned());
+        }
+    }
     let mut transitions = Family::new("xlvs_vrrp_transitions_total", "counter", "Entries into backup, master or fault.");
     transitions.push(&id, status.transitions.to_string());
     let mut adverts = Family::new("xlvs_vrrp_adverts_total", "counter", "Adverts sent and accepted.");
@@ -132,7 +145,7 @@ pub fn render_vrrp(status: &crate::vrrp::Status) -> String {
         drops.push(&[id[0], id[1], ("reason", reason.as_str())], n.to_string());
     }
     let mut out = String::new();
-    for family in [&state, &priority, &is_master, &transitions, &adverts, &drops] {
+    for family in [&state, &priority, &is_master, &addresses, &transitions, &adverts, &drops] {
         family.write(&mut out);
     }
     out
@@ -555,5 +568,40 @@ xlvs_xdp_actions_total{action="pass"} 10
         assert!(post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
         assert!(failed.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{failed}");
         assert!(failed.ends_with("the data plane is gone\n"), "{failed}");
+    }
+
+    #[test]
+    fn vrrp_ipv6_instance_family_and_addresses() {
+        use crate::vrrp::{Drops, Family as AddressFamily, Status, machine::State};
+        let ll: std::net::IpAddr = "fe80::1".parse().unwrap();
+        let status = Status {
+            interface: "eth0".into(),
+            vrid: 51,
+            family: AddressFamily::Ipv6,
+            state: State::Backup,
+            priority: 100,
+            primary: Some(ll),
+            master: Some("fe80::2".parse().unwrap()),
+            advert_interval_ms: 1000,
+            master_advert_interval_ms: 1000,
+            preempt: true,
+            transitions: 1,
+            adverts_sent: 0,
+            adverts_received: 4,
+            drops: Drops { ttl: 2, ..Drops::default() },
+            addresses: vec!["2001:db8::100/64 dev eth0".into()],
+            excluded: vec!["10.0.0.100/32 dev eth0".into()],
+            unicast_peers: vec![],
+        };
+        let text = render_vrrp(&status);
+        for line in [
+            "xlvs_vrrp_state{interface=\"eth0\",vrid=\"51\",state=\"backup\"} 1\n",
+            "xlvs_vrrp_master_info{interface=\"eth0\",vrid=\"51\",family=\"ipv6\",master=\"fe80::2\"} 1\n",
+            "xlvs_vrrp_address_info{interface=\"eth0\",vrid=\"51\",address=\"2001:db8::100/64 dev eth0\",advertised=\"true\"} 1\n",
+            "xlvs_vrrp_address_info{interface=\"eth0\",vrid=\"51\",address=\"10.0.0.100/32 dev eth0\",advertised=\"false\"} 1\n",
+            "xlvs_vrrp_dropped_total{interface=\"eth0\",vrid=\"51\",reason=\"Ttl\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 }

@@ -1,13 +1,19 @@
-//! VRRP version 3 for IPv4 (RFC 5798), keepalived-compatible: the
-//! director holds its VIPs only while it is the master of its virtual
+//! VRRP version 3 over IPv4 and IPv6 (RFC 5798), keepalived-compatible:
+//! the director holds its VIPs only while it is the master of its virtual
 //! router, and a backup takes them over when the master goes away.
 //!
 //! [`Vrrp::spawn`] runs one instance as a tokio task: the RFC's state
-//! machine ([`machine`]), fed by adverts from a raw socket ([`socket`],
-//! decoded by [`packet`]) and by its timers; becoming master adds the VIPs
-//! and sends gratuitous ARPs ([`takeover`]), then tells the director
-//! through the role hook; becoming backup tells it first, then removes the
-//! VIPs.
+//! machine ([`machine`]), fed by adverts from a raw socket of the
+//! instance's family ([`socket`], decoded by [`packet`]) and by its timers;
+//! becoming master tells the director through the role hook, then adds
+//! the VIPs (of both families: the other family's are keepalived's
+//! excluded addresses) and announces them with gratuitous ARPs and
+//! unsolicited neighbour advertisements ([`takeover`]); becoming backup
+//! tells it first, then removes the VIPs.
+//!
+//! An IPv6 instance is usable while its interface runs and has a
+//! link-local address past duplicate address detection: that address is
+//! its adverts' source and its primary address for the RFC's tie-break.
 
 pub mod machine;
 pub mod packet;
@@ -18,7 +24,7 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     io,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -26,9 +32,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 
-pub use crate::config::{VirtualIp, VrrpConfig};
+pub use crate::config::{VirtualIp, VrrpConfig, vrrp::Family};
 use machine::{Action, Machine, Params, State};
-use packet::{Advert, DropReason, Filter};
+use packet::{Advert, DropReason, Filter, Received};
 use socket::VrrpSocket;
 use takeover::Addresses;
 
@@ -40,7 +46,8 @@ pub enum Role {
     Backup,
     /// The master: the VIPs are here, forward for them.
     Master,
-    /// The interface is down or has no address: do not forward.
+    /// The interface is down or has no address of the instance's family:
+    /// do not forward.
     Fault,
 }
 
@@ -119,14 +126,17 @@ impl Drops {
 pub struct Status {
     pub interface: String,
     pub vrid: u8,
+    /// The family of the adverts and of the addresses they list.
+    #[serde(default)]
+    pub family: Family,
     pub state: State,
     pub priority: u8,
-    /// Our primary address (the interface's first IPv4 address), when the
-    /// interface has one.
-    pub primary: Option<Ipv4Addr>,
+    /// Our primary address (IPv4: the interface's first; IPv6: its
+    /// link-local one), when the interface has one.
+    pub primary: Option<IpAddr>,
     /// The current master: ours when master, the last accepted advert's
     /// source when backup.
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<IpAddr>,
     /// Our advert interval, in milliseconds.
     pub advert_interval_ms: u32,
     /// Master_Adver_Interval: learned from the master while backup.
@@ -138,9 +148,12 @@ pub struct Status {
     /// Adverts accepted (every check passed).
     pub adverts_received: u64,
     pub drops: Drops,
-    /// The VIPs, as `ADDR/LEN dev IFNAME`.
+    /// The VIPs the adverts list, as `ADDR/LEN dev IFNAME`.
     pub addresses: Vec<String>,
-    pub unicast_peers: Vec<Ipv4Addr>,
+    /// The VIPs of the other family: moved with the role, not advertised.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    pub unicast_peers: Vec<IpAddr>,
 }
 
 /// A running VRRP instance. Dropping it stops the task at once, without
@@ -157,7 +170,8 @@ impl Vrrp {
     /// Starts the instance on the current tokio runtime (and in the calling
     /// thread's network namespace). It begins in Initialize and goes to
     /// Backup (Master at once for priority 255), or Fault while the
-    /// interface is down or has no IPv4 address.
+    /// interface is down or has no address of the family (IPv6: no
+    /// link-local one past duplicate address detection).
     ///
     /// # Errors
     /// Outside a runtime, when the interface does not exist, or when the
@@ -165,7 +179,7 @@ impl Vrrp {
     pub fn spawn(config: VrrpConfig, on_role: Arc<dyn Fn(Role) + Send + Sync>) -> Result<Vrrp, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let ifindex = socket::ifindex(&config.interface).ok_or_else(|| Error::NoInterface(config.interface.clone()))?;
-        let socket = VrrpSocket::open(&config.interface, ifindex)
+        let socket = VrrpSocket::open(&config.interface, ifindex, config.family)
             .map_err(|source| Error::Socket { interface: config.interface.clone(), source })?;
         let addresses = {
             let _guard = runtime.enter();
@@ -176,12 +190,13 @@ impl Vrrp {
             advert_interval_cs: config.advert_interval_cs(),
             preempt: config.preempt,
             preempt_delay: config.preempt_delay,
-            primary: Ipv4Addr::UNSPECIFIED,
+            primary: config.family.unspecified(),
         };
         let machine = Machine::new(params);
         let status = Arc::new(Mutex::new(Status {
             interface: config.interface.clone(),
             vrid: config.vrid,
+            family: config.family,
             state: State::Initialize,
             priority: config.priority,
             primary: None,
@@ -193,7 +208,8 @@ impl Vrrp {
             adverts_sent: 0,
             adverts_received: 0,
             drops: Drops::default(),
-            addresses: config.addresses.iter().map(ToString::to_string).collect(),
+            addresses: config.advertised().map(ToString::to_string).collect(),
+            excluded: config.excluded().map(ToString::to_string).collect(),
             unicast_peers: config.unicast_peers.clone(),
         }));
         let instance = Instance {
@@ -249,7 +265,7 @@ pub fn render_status(s: &Status) -> String {
     let ms = |n: u32| {
         if n.is_multiple_of(1000) { format!("{} s", n / 1000) } else { format!("{n} ms") }
     };
-    let _ = writeln!(out, "VRRP vrid {} on {}: {}", s.vrid, s.interface, s.state);
+    let _ = writeln!(out, "VRRP vrid {} {} on {}: {}", s.vrid, s.family, s.interface, s.state);
     let preempt = if s.preempt { "preempt" } else { "nopreempt" };
     let primary = s.primary.map_or_else(|| "none".to_owned(), |p| p.to_string());
     let _ = writeln!(out, "  priority {} ({preempt}), address {primary}, advert every {}", s.priority, ms(s.advert_interval_ms));
@@ -267,6 +283,9 @@ pub fn render_status(s: &Status) -> String {
     let drops: Vec<String> = s.drops.iter().into_iter().filter(|(_, n)| *n != 0).map(|(r, n)| format!("{r} {n}")).collect();
     let _ = writeln!(out, "  dropped {}", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") });
     let _ = writeln!(out, "  addresses {}", s.addresses.join(", "));
+    if !s.excluded.is_empty() {
+        let _ = writeln!(out, "  excluded (not {}: moved with the role, not advertised) {}", s.family, s.excluded.join(", "));
+    }
     if !s.unicast_peers.is_empty() {
         let peers: Vec<String> = s.unicast_peers.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "  unicast peers {}", peers.join(", "));
@@ -292,15 +311,16 @@ struct Instance {
     drop_log: DropLog,
     /// The primary address while the interface is usable; `Some(None)`
     /// while it is not; `None` before the first look.
-    link_usable: Option<Option<Ipv4Addr>>,
+    link_usable: Option<Option<IpAddr>>,
 }
 
 impl Instance {
     async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
         let c = &self.config;
         tracing::info!(
-            "vrrp: vrid {} on {} (priority {}, advert every {} ms, {})",
+            "vrrp: vrid {} {} on {} (priority {}, advert every {} ms, {})",
             c.vrid,
+            c.family,
             c.interface,
             c.priority,
             c.advert_interval.as_millis(),
@@ -322,7 +342,7 @@ impl Instance {
                     let now = Instant::now();
                     if self.garp_again.is_some_and(|t| t <= now) {
                         self.garp_again = None;
-                        self.garp();
+                        self.announce();
                     }
                     // Silence may be the link's fault, not the master's:
                     // look before taking over.
@@ -335,7 +355,7 @@ impl Instance {
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(d) => {
                         let len = d.len;
-                        self.receive(&buf[..len], d.ifindex).await;
+                        self.receive(&buf[..len], &d).await;
                     }
                     Err(e) => {
                         tracing::warn!("vrrp: receiving on {}: {e}", self.config.interface);
@@ -350,17 +370,37 @@ impl Instance {
         tracing::info!("vrrp: vrid {} on {} stopped", self.config.vrid, self.config.interface);
     }
 
+    /// The primary address while the interface is usable: running, with an
+    /// IPv4 address, or for IPv6 a link-local one that can be a source.
+    async fn usable_primary(&self) -> Option<IpAddr> {
+        let link = socket::link(&self.config.interface).filter(|l| l.running)?;
+        match self.config.family {
+            Family::Ipv4 => link.usable().map(IpAddr::V4),
+            Family::Ipv6 => match self.addresses.link_local(self.ifindex, &self.config.addresses).await {
+                Ok(a) => a.map(IpAddr::V6),
+                Err(e) => {
+                    tracing::warn!("vrrp: reading the addresses of {}: {e}", self.config.interface);
+                    None
+                }
+            },
+        }
+    }
+
     /// Looks at the interface: a fault when it is down or has no address,
     /// a new start when it comes back.
     async fn check_link(&mut self) {
-        let usable = socket::link(&self.config.interface).and_then(|l| l.usable());
+        let usable = self.usable_primary().await;
         if self.link_usable == Some(usable) {
             return;
         }
         let now = Instant::now().into_std();
         let actions = match (self.link_usable, usable) {
             (_, None) => {
-                tracing::warn!("vrrp: {} is down or has no IPv4 address: fault", self.config.interface);
+                let what = match self.config.family {
+                    Family::Ipv4 => "an IPv4 address",
+                    Family::Ipv6 => "a link-local IPv6 address past duplicate address detection",
+                };
+                tracing::warn!("vrrp: {} is down or has no {what}: fault", self.config.interface);
                 self.machine.fault(now)
             }
             (Some(Some(_)), Some(primary)) => {
@@ -377,11 +417,16 @@ impl Instance {
         self.execute(actions).await;
     }
 
-    async fn receive(&mut self, datagram: &[u8], ifindex: Option<u32>) {
-        let result = if ifindex.is_some_and(|i| i != self.ifindex) {
+    async fn receive(&mut self, datagram: &[u8], meta: &socket::Datagram) {
+        let filter = Filter { vrid: self.config.vrid, peers: &self.config.unicast_peers };
+        let result: Result<Received, DropReason> = if meta.ifindex.is_some_and(|i| i != self.ifindex) {
             Err(DropReason::Interface)
         } else {
-            packet::decode(datagram, &Filter { vrid: self.config.vrid, peers: &self.config.unicast_peers })
+            match (self.config.family, &meta.ipv6) {
+                (Family::Ipv4, _) => packet::decode(datagram, &filter),
+                (Family::Ipv6, Some(header)) => packet::decode_ipv6(datagram, header, &filter),
+                (Family::Ipv6, None) => Err(DropReason::Malformed),
+            }
         };
         match result {
             Ok(rx) => {
@@ -393,14 +438,17 @@ impl Instance {
             }
             Err(reason) => {
                 *self.status().drops.slot(reason) += 1;
-                self.log_drop(reason, datagram);
+                let src = match &meta.ipv6 {
+                    Some(h) => Some(IpAddr::V6(h.src)),
+                    None => datagram.get(12..16).and_then(|a| <[u8; 4]>::try_from(a).ok()).map(IpAddr::from),
+                };
+                self.log_drop(reason, src);
             }
         }
     }
 
-    fn log_drop(&mut self, reason: DropReason, datagram: &[u8]) {
+    fn log_drop(&mut self, reason: DropReason, src: Option<IpAddr>) {
         let Some(suppressed) = self.drop_log.admit(reason, Instant::now().into_std()) else { return };
-        let src = (datagram.len() >= 16).then(|| Ipv4Addr::new(datagram[12], datagram[13], datagram[14], datagram[15]));
         let from = src.map_or_else(String::new, |s| format!(" from {s}"));
         let more = if suppressed > 0 { format!(" ({suppressed} more since the last report)") } else { String::new() };
         let (vrid, interface, why) = (self.config.vrid, &self.config.interface, drop_text(reason));
@@ -432,7 +480,7 @@ impl Instance {
                             tracing::error!("vrrp: adding {vip}: {e}");
                         }
                     }
-                    self.garp();
+                    self.announce();
                     if self.config.garp_count > 0 && !self.config.garp_delay.is_zero() {
                         self.garp_again = Some(Instant::now() + self.config.garp_delay);
                     }
@@ -471,9 +519,11 @@ impl Instance {
         }
     }
 
-    fn garp(&self) {
-        let sent = takeover::garp(&self.config.addresses, self.config.garp_count);
-        tracing::debug!("vrrp: sent {sent} gratuitous ARPs");
+    /// Gratuitous ARPs and unsolicited neighbour advertisements for every
+    /// address, excluded ones too (as keepalived).
+    fn announce(&self) {
+        let sent = takeover::announce(&self.config.addresses, self.config.garp_count);
+        tracing::debug!("vrrp: sent {sent} gratuitous ARPs and neighbour advertisements");
     }
 
     fn send_advert(&mut self, priority: u8) {
@@ -482,14 +532,13 @@ impl Instance {
             vrid: self.config.vrid,
             priority,
             interval_cs: self.config.advert_interval_cs(),
-            addresses: self.config.addresses.iter().map(|v| v.addr).collect(),
+            addresses: self.config.advertised().map(|v| v.addr).collect(),
         };
-        let group = [packet::GROUP];
+        let group = [packet::group(src)];
         let destinations = if self.config.unicast_peers.is_empty() { &group[..] } else { &self.config.unicast_peers[..] };
         let mut sent = 0;
         for dst in destinations {
-            let datagram = packet::ipv4_datagram(src, *dst, &advert.encode(src, *dst));
-            match self.socket.send(&datagram, *dst) {
+            match self.socket.send(&advert.to_wire(src, *dst), src, *dst) {
                 Ok(()) => sent += 1,
                 Err(e) => tracing::warn!("vrrp: sending an advert to {dst} on {}: {e}", self.config.interface),
             }
@@ -539,9 +588,9 @@ impl DropLog {
 fn drop_text(reason: DropReason) -> &'static str {
     match reason {
         DropReason::Truncated => "truncated",
-        DropReason::Malformed => "not an IPv4 VRRP datagram",
+        DropReason::Malformed => "not a VRRP datagram (or its header unknown)",
         DropReason::Peer => "not from a unicast peer",
-        DropReason::Ttl => "TTL is not 255",
+        DropReason::Ttl => "TTL (hop limit) is not 255",
         DropReason::Version => "not VRRP version 3",
         DropReason::Type => "not an advertisement",
         DropReason::Checksum => "bad checksum",
@@ -576,10 +625,11 @@ mod tests {
         Status {
             interface: "eth0".into(),
             vrid: 51,
+            family: Family::Ipv4,
             state: State::Master,
             priority: 150,
-            primary: Some(Ipv4Addr::new(10, 0, 0, 1)),
-            master: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            primary: Some(IpAddr::from([10, 0, 0, 1])),
+            master: Some(IpAddr::from([10, 0, 0, 1])),
             advert_interval_ms: 1000,
             master_advert_interval_ms: 1000,
             preempt: true,
@@ -588,6 +638,7 @@ mod tests {
             adverts_received: 3,
             drops: Drops { ttl: 1, checksum: 2, ..Drops::default() },
             addresses: vec!["10.0.0.100/32 dev eth0".into()],
+            excluded: vec![],
             unicast_peers: vec![],
         }
     }
@@ -597,7 +648,7 @@ mod tests {
         assert_eq!(
             render_status(&status()),
             concat!(
-                "VRRP vrid 51 on eth0: MASTER\n",
+                "VRRP vrid 51 IPv4 on eth0: MASTER\n",
                 "  priority 150 (preempt), address 10.0.0.1, advert every 1 s\n",
                 "  master 10.0.0.1 (this router), advert every 1 s\n",
                 "  transitions 2, adverts sent 10, received 3\n",
@@ -611,15 +662,36 @@ mod tests {
             master_advert_interval_ms: 250,
             preempt: false,
             drops: Drops::default(),
-            unicast_peers: vec![Ipv4Addr::new(10, 0, 0, 2)],
+            unicast_peers: vec![IpAddr::from([10, 0, 0, 2])],
             ..status()
         };
         let text = render_status(&backup);
-        assert!(text.contains("vrid 51 on eth0: BACKUP\n"), "{text}");
+        assert!(text.contains("vrid 51 IPv4 on eth0: BACKUP\n"), "{text}");
         assert!(text.contains("(nopreempt)"), "{text}");
         assert!(text.contains("master unknown, advert every 250 ms\n"), "{text}");
         assert!(text.contains("dropped none\n"), "{text}");
         assert!(text.contains("unicast peers 10.0.0.2\n"), "{text}");
+        // IPv6: addresses as keepalived and ipvsadm print them, without
+        // brackets; the excluded IPv4 one on a line of its own.
+        let ll: IpAddr = "fe80::1".parse().unwrap();
+        let v6 = Status {
+            family: Family::Ipv6,
+            primary: Some(ll),
+            master: Some(ll),
+            addresses: vec!["2001:db8::100/64 dev eth0".into()],
+            excluded: vec!["10.0.0.100/32 dev eth0".into()],
+            unicast_peers: vec!["fe80::2".parse().unwrap()],
+            drops: Drops::default(),
+            ..status()
+        };
+        let text = render_status(&v6);
+        assert!(text.starts_with("VRRP vrid 51 IPv6 on eth0: MASTER\n  priority 150 (preempt), address fe80::1, advert"), "{text}");
+        assert!(text.contains("  master fe80::1 (this router),"), "{text}");
+        assert!(text.contains("  addresses 2001:db8::100/64 dev eth0\n  excluded (not IPv6: moved with the role, not advertised) 10.0.0.100/32 dev eth0\n"), "{text}");
+        assert!(text.contains("unicast peers fe80::2\n"), "{text}");
+        let json = serde_json::to_string(&v6).unwrap();
+        assert!(json.contains("\"family\":\"ipv6\"") && json.contains("\"primary\":\"fe80::1\""), "{json}");
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), v6);
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub fn render(config: &Config) -> String {
 }
 
 /// `[vrrp]` with every effective value; the addresses always listed (the
-/// default ones too) in keepalived's `ADDR/LEN dev IFNAME`.
+/// default ones too) in keepalived's `ADDR/LEN dev IFNAME`, the family
+/// written out, and a comment naming the addresses of the other family,
+/// which the adverts leave out.
 fn render_vrrp(w: &mut String, v: &VrrpConfig) {
     line(w, "[vrrp]");
     line(w, &format!("interface = {}", quote(&v.interface)));
@@ -66,6 +68,11 @@ fn render_vrrp(w: &mut String, v: &VrrpConfig) {
     line(w, &format!("preempt_delay = {}", seconds(v.preempt_delay)));
     let addresses: Vec<String> = v.addresses.iter().map(|a| quote(&a.to_string())).collect();
     line(w, &format!("addresses = [{}]", addresses.join(", ")));
+    line(w, &format!("family = {}", quote(v.family.key())));
+    let excluded: Vec<String> = v.excluded().map(ToString::to_string).collect();
+    if !excluded.is_empty() {
+        line(w, &format!("# not {} and so not advertised, only moved with the role: {}", v.family, excluded.join(", ")));
+    }
     if !v.unicast_peers.is_empty() {
         let peers: Vec<String> = v.unicast_peers.iter().map(|p| quote(&p.to_string())).collect();
         line(w, &format!("unicast_peers = [{}]", peers.join(", ")));
@@ -313,7 +320,7 @@ mod tests {
         assert!(
             text.contains(concat!(
                 "\n[vrrp]\ninterface = \"veth-int\"\nvrid = 51\npriority = 100\nadvert_interval = 1000\npreempt = true\n",
-                "preempt_delay = 0\naddresses = [\"10.100.0.100/32 dev veth-int\"]\ngarp_count = 5\ngarp_delay = 5\n",
+                "preempt_delay = 0\naddresses = [\"10.100.0.100/32 dev veth-int\"]\nfamily = \"ipv4\"\ngarp_count = 5\ngarp_delay = 5\n",
             )),
             "{text}"
         );
@@ -325,6 +332,28 @@ mod tests {
                 "garp_count = 0\ngarp_delay = 0.25\nnotify_master = \"/bin/sh -c 'echo \\\"m\\\"'\"\nnotify_backup = \"b\"\nnotify_fault = \"f\"\n",
             )
         ));
+        // IPv6: link-local peers, and an IPv4 address excluded; the family
+        // and what it leaves out are written down.
+        let c = round_trip(&format!(
+            "{HEAD}[vrrp]\n{}",
+            concat!(
+                "interface = \"veth-ext\"\nvrid = 7\naddresses = [\"2001:db8::100/64\", \"10.0.0.1\", \"fe80::100 dev eth9\"]\n",
+                "unicast_peers = [\"fe80::2\", \"2001:db8::3\"]\n",
+            )
+        ));
+        let text = render(&c);
+        assert!(
+            text.contains(concat!(
+                "addresses = [\"2001:db8::100/64 dev veth-ext\", \"10.0.0.1/32 dev veth-ext\", \"fe80::100/128 dev eth9\"]\n",
+                "family = \"ipv6\"\n",
+                "# not IPv6 and so not advertised, only moved with the role: 10.0.0.1/32 dev veth-ext\n",
+                "unicast_peers = [\"fe80::2\", \"2001:db8::3\"]\n",
+            )),
+            "{text}"
+        );
+        // An explicit family against the first address survives the trip.
+        let c = round_trip(&format!("{HEAD}[vrrp]\ninterface = \"e\"\nvrid = 7\nfamily = \"ipv4\"\naddresses = [\"2001:db8::100\", \"10.0.0.1\"]\n"));
+        assert_eq!(c.vrrp.unwrap().family, crate::config::vrrp::Family::Ipv4);
     }
 
     #[test]

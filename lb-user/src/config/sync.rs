@@ -41,7 +41,7 @@ pub(super) fn parse(
     at: &super::Locator<'_>,
     offset: usize,
     raw: &SyncSection,
-    vrrp: Option<(&str, &[Ipv4Addr], u8)>,
+    vrrp: Option<(&str, &[std::net::IpAddr], u8)>,
 ) -> Result<SyncConfig, super::ConfigError> {
     let Some((vrrp_interface, vrrp_peers, vrid)) = vrrp else {
         return Err(at.error(offset, "sync", "connection sync needs a [vrrp] section: only a VRRP pair has a master to sync from"));
@@ -67,7 +67,14 @@ pub(super) fn parse(
         peers.push(addr);
     }
     if raw.peers.is_empty() {
-        peers = vrrp_peers.to_vec();
+        peers = vrrp_peers.iter().filter_map(|p| match p {
+            std::net::IpAddr::V4(v4) => Some(*v4),
+            std::net::IpAddr::V6(_) => None,
+        }).collect();
+        // Not to the group instead, silently: the operator chose unicast.
+        if peers.is_empty() && !vrrp_peers.is_empty() {
+            return Err(at.error(offset, "sync.peers", "the vrrp unicast_peers are IPv6, and connection sync is IPv4-only: list IPv4 sync.peers"));
+        }
     }
     let id = u8::try_from(at.ranged(raw.id.as_ref(), "sync.id", 0, 255, u32::from(vrid))?).unwrap_or(vrid);
     Ok(SyncConfig { interface, group, port, peers, id })
@@ -93,6 +100,18 @@ mod tests {
         assert_eq!(parse("t.toml", &render(&c)).unwrap(), c);
     }
 
+    const VRRP6: &str = "[vrrp]\ninterface = \"eth1\"\nvrid = 51\naddresses = [\"2001:db8::1\"]\nunicast_peers = [\"fe80::2\"]\n";
+
+    #[test]
+    fn an_ipv6_vrrp_instance_lends_no_peers() {
+        // Its IPv4 peers only: none here, so they must be listed.
+        let c = parse("t.toml", &format!("{HEAD}{VRRP6}[sync]\npeers = [\"10.9.0.3\"]\n")).unwrap();
+        assert_eq!(c.sync.unwrap().peers, [Ipv4Addr::new(10, 9, 0, 3)]);
+        // Multicast VRRP over IPv6 leaves sync to its IPv4 group.
+        let multicast = VRRP6.replace("unicast_peers = [\"fe80::2\"]\n", "");
+        assert_eq!(parse("t.toml", &format!("{HEAD}{multicast}[sync]\n")).unwrap().sync.unwrap().peers, Vec::<Ipv4Addr>::new());
+    }
+
     #[test]
     fn errors_name_the_key() {
         for (text, key, message) in [
@@ -101,6 +120,7 @@ mod tests {
             (format!("{HEAD}{VRRP}[sync]\nport = 0\n"), "sync.port", "out of range"),
             (format!("{HEAD}{VRRP}[sync]\npeers = [\"224.0.0.1\"]\n"), "sync.peers", "not a unicast"),
             (format!("{HEAD}{VRRP}[sync]\nid = 256\n"), "sync.id", "out of range"),
+            (format!("{HEAD}{VRRP6}[sync]\n"), "sync.peers", "the vrrp unicast_peers are IPv6, and connection sync is IPv4-only"),
         ] {
             let e = parse("t.toml", &text).expect_err(&text);
             assert_eq!(e.key, key, "{e}");

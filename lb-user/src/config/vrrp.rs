@@ -2,10 +2,21 @@
 //! this director master or backup of its VIPs, keepalived-compatible.
 //! Every value is read as a raw [`toml::Value`] and checked here, so that a
 //! wrong type is reported with its key like any other mistake.
+//!
+//! An instance is of one address family, as keepalived's are: `family`
+//! when given, else the family of the first address (the first listed, or
+//! the first service's VIP). Its adverts go over that family and list that
+//! family's addresses; addresses of the other family are held as
+//! keepalived's `virtual_ipaddress_excluded`: added and announced with the
+//! role, never advertised.
 
-use std::{fmt, net::Ipv4Addr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::{Spanned, Value};
 
 use super::{ConfigError, Locator, Service};
@@ -27,6 +38,60 @@ pub const MAX_GARP_DELAY: f64 = 3600.0;
 /// Count IPvX Addr is 8 bits.
 pub const MAX_ADDRESSES: usize = 255;
 
+/// The address family of an instance: of its adverts, of its unicast
+/// peers, and of the addresses its adverts list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// The family of an address.
+    #[must_use]
+    pub const fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::Ipv4,
+            IpAddr::V6(_) => Self::Ipv6,
+        }
+    }
+
+    /// How the config spells it.
+    #[must_use]
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+
+    /// How messages and listings spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "IPv4",
+            Self::Ipv6 => "IPv6",
+        }
+    }
+
+    /// The unspecified address of the family.
+    #[must_use]
+    pub const fn unspecified(self) -> IpAddr {
+        match self {
+            Self::Ipv4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Self::Ipv6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A validated `[vrrp]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VrrpConfig {
@@ -34,6 +99,8 @@ pub struct VrrpConfig {
     pub interface: String,
     /// Virtual router id, 1..=255.
     pub vrid: u8,
+    /// The family of the adverts and of the addresses they list.
+    pub family: Family,
     /// 1..=255; 255 is the address owner, master at once.
     pub priority: u8,
     /// A multiple of 10 ms, 10 ms..=40.95 s.
@@ -42,12 +109,15 @@ pub struct VrrpConfig {
     pub preempt: bool,
     /// No preemption for this long after start-up.
     pub preempt_delay: Duration,
-    /// The virtual addresses (at least one).
+    /// The virtual addresses, in the order given: those of `family` (at
+    /// least one) are advertised; the others are only moved with the role
+    /// ([`VrrpConfig::excluded`]).
     pub addresses: Vec<VirtualIp>,
-    /// When not empty, adverts go to each of these instead of 224.0.0.18
-    /// and are accepted only from them.
-    pub unicast_peers: Vec<Ipv4Addr>,
-    /// Gratuitous ARPs per address per burst on becoming master.
+    /// When not empty, adverts go to each of these instead of the group
+    /// (224.0.0.18, ff02::12) and are accepted only from them; of `family`.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Gratuitous ARPs (IPv6: unsolicited neighbour advertisements) per
+    /// address per burst on becoming master.
     pub garp_count: u32,
     /// The second burst comes this long after the first (zero: none).
     pub garp_delay: Duration,
@@ -63,6 +133,7 @@ impl VrrpConfig {
         Self {
             interface: interface.to_owned(),
             vrid,
+            family: Family::Ipv4,
             priority: DEFAULT_PRIORITY,
             advert_interval: DEFAULT_ADVERT_INTERVAL,
             preempt: true,
@@ -82,14 +153,25 @@ impl VrrpConfig {
     pub fn advert_interval_cs(&self) -> u16 {
         u16::try_from(self.advert_interval.as_millis() / 10).unwrap_or(u16::MAX).clamp(1, 4095)
     }
+
+    /// The addresses the adverts list: those of the instance's family.
+    pub fn advertised(&self) -> impl Iterator<Item = &VirtualIp> {
+        self.addresses.iter().filter(|v| Family::of(v.addr) == self.family)
+    }
+
+    /// keepalived's `virtual_ipaddress_excluded`: the addresses of the
+    /// other family, added and announced with the role but not advertised.
+    pub fn excluded(&self) -> impl Iterator<Item = &VirtualIp> {
+        self.addresses.iter().filter(|v| Family::of(v.addr) != self.family)
+    }
 }
 
 /// A virtual address as keepalived's `virtual_ipaddress` writes it:
 /// `ADDR[/LEN] [dev IFNAME]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VirtualIp {
-    pub addr: Ipv4Addr,
-    /// 32 unless given.
+    pub addr: IpAddr,
+    /// The whole address (32 or 128) unless given.
     pub prefix_len: u8,
     /// The instance's interface unless given.
     pub interface: String,
@@ -116,20 +198,18 @@ impl VirtualIp {
             Some((a, l)) => (a, Some(l)),
             None => (first, None),
         };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| match addr.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("{v6} is IPv6, and VRRP here is IPv4-only: an IPv6 VIP cannot be held by this instance"),
-            Err(_) => format!("'{addr}' is not an IPv4 address"),
-        })?;
-        if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
+        let addr: IpAddr = addr.parse().map_err(|_| format!("'{addr}' is not an IP address"))?;
+        if !assignable(addr) {
             return Err(format!("{addr} cannot be a virtual address"));
         }
+        let max = crate::addr::max_prefix(addr);
         let prefix_len = match len {
-            None => 32,
+            None => max,
             Some(l) => l
                 .parse::<u8>()
                 .ok()
-                .filter(|l| (1..=32).contains(l))
-                .ok_or_else(|| format!("'/{l}' is not a prefix length (1..=32)"))?,
+                .filter(|l| (1..=max).contains(l))
+                .ok_or_else(|| format!("'/{l}' is not a prefix length (1..={max})"))?,
         };
         let mut interface = default_interface.to_owned();
         match (words.next(), words.next(), words.next()) {
@@ -148,6 +228,15 @@ impl VirtualIp {
     }
 }
 
+/// An address a host can hold as its own: no unspecified, broadcast,
+/// multicast or loopback address, nor an IPv4-mapped IPv6 one.
+fn assignable(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.to_ipv4_mapped().is_some()),
+    }
+}
+
 fn valid_interface(name: &str) -> bool {
     !name.is_empty() && name.len() < libc::IFNAMSIZ && !name.contains(['/', ' ', ':']) && !name.chars().any(char::is_control)
 }
@@ -163,6 +252,7 @@ pub(super) struct VrrpSection {
     preempt: Option<Spanned<Value>>,
     preempt_delay: Option<Spanned<Value>>,
     addresses: Option<Spanned<Value>>,
+    family: Option<Spanned<Value>>,
     unicast_peers: Option<Spanned<Value>>,
     garp_count: Option<Spanned<Value>>,
     garp_delay: Option<Spanned<Value>>,
@@ -263,12 +353,9 @@ pub(super) fn parse(at: &Locator<'_>, s: &VrrpSection, span_start: usize, servic
         None => {
             let mut list: Vec<VirtualIp> = Vec::new();
             for svc in services.iter().filter(|s| !s.vip.is_range()) {
-                let std::net::IpAddr::V4(addr) = svc.vip.addr else {
-                    // Not dropped silently: the operator would believe it fails over.
-                    return Err(at.error(span_start, "vrrp.addresses", format!("the service {} is IPv6, and VRRP here is IPv4-only: list the IPv4 addresses to hold in vrrp.addresses", svc.vip)));
-                };
+                let addr = svc.vip.addr;
                 if !list.iter().any(|o| o.addr == addr) {
-                    list.push(VirtualIp { addr, prefix_len: 32, interface: interface.clone() });
+                    list.push(VirtualIp { addr, prefix_len: crate::addr::max_prefix(addr), interface: interface.clone() });
                 }
             }
             if list.is_empty() {
@@ -280,12 +367,43 @@ pub(super) fn parse(at: &Locator<'_>, s: &VrrpSection, span_start: usize, servic
             list
         }
     };
+    // The first address decides, as in keepalived; `family` says it
+    // outright (keepalived's `native_ipv6`), which matters when the
+    // addresses come from the services, in file order.
+    let Some(first) = c.addresses.first().map(|v| v.addr) else {
+        // Both ways of filling the list above refuse an empty one.
+        return Err(at.error(span_start, "vrrp.addresses", "list at least one address"));
+    };
+    c.family = match &s.family {
+        None => Family::of(first),
+        Some(v) => match at.text(v, "vrrp.family")? {
+            "ipv4" => Family::Ipv4,
+            "ipv6" => Family::Ipv6,
+            other => return Err(at.error(v.span().start, "vrrp.family", format!("'{other}' is not a family: write \"ipv4\" or \"ipv6\""))),
+        },
+    };
+    if c.advertised().next().is_none() {
+        let offset = s.family.as_ref().or(s.addresses.as_ref()).map_or(span_start, |v| v.span().start);
+        return Err(at.error(
+            offset,
+            "vrrp.family",
+            format!("the instance is {} but none of its addresses is: an advert lists at least one address of its family", c.family),
+        ));
+    }
     if let Some(v) = &s.unicast_peers {
         let key = "vrrp.unicast_peers";
-        for text in strings(at, v, key, "a list of IPv4 addresses")? {
-            let peer: Ipv4Addr = text.parse().map_err(|_| at.error(v.span().start, key, format!("'{text}' is not an IPv4 address")))?;
-            if peer.is_unspecified() || peer.is_broadcast() || peer.is_multicast() {
+        for text in strings(at, v, key, "a list of IP addresses")? {
+            let peer: IpAddr = text.parse().map_err(|_| at.error(v.span().start, key, format!("'{text}' is not an IP address")))?;
+            if !assignable(peer) {
                 return Err(at.error(v.span().start, key, format!("{peer} cannot be a peer")));
+            }
+            if Family::of(peer) != c.family {
+                let why = if s.family.is_some() { "vrrp.family".to_owned() } else { format!("its first address, {first}") };
+                return Err(at.error(
+                    v.span().start,
+                    key,
+                    format!("{peer} is {}, and the instance is {} (from {why}): adverts and their peers are of one family", Family::of(peer), c.family),
+                ));
             }
             if c.unicast_peers.contains(&peer) {
                 return Err(at.error(v.span().start, key, format!("{peer} is listed twice")));
@@ -323,7 +441,7 @@ mod tests {
     }
 
     fn vip(addr: [u8; 4], prefix_len: u8, interface: &str) -> VirtualIp {
-        VirtualIp { addr: Ipv4Addr::from(addr), prefix_len, interface: interface.into() }
+        VirtualIp { addr: Ipv4Addr::from(addr).into(), prefix_len, interface: interface.into() }
     }
 
     #[test]
@@ -357,7 +475,8 @@ mod tests {
             c.addresses,
             [vip([192, 168, 0, 10], 32, "eth1"), vip([192, 168, 0, 11], 24, "eth1"), vip([192, 168, 1, 12], 32, "eth2")]
         );
-        assert_eq!(c.unicast_peers, [Ipv4Addr::new(192, 168, 0, 2), Ipv4Addr::new(192, 168, 0, 3)]);
+        assert_eq!(c.unicast_peers, [IpAddr::from([192, 168, 0, 2]), IpAddr::from([192, 168, 0, 3])]);
+        assert_eq!(c.family, Family::Ipv4);
         assert_eq!((c.garp_count, c.garp_delay), (0, Duration::ZERO));
         assert_eq!(c.notify_master.as_deref(), Some("/bin/echo master"));
         assert_eq!((c.notify_backup.as_deref(), c.notify_fault.as_deref()), (Some("b"), Some("f")));
@@ -371,8 +490,14 @@ mod tests {
         assert_eq!(vip([10, 0, 0, 1], 8, "lo0").to_string(), "10.0.0.1/8 dev lo0");
         for (text, message) in [
             ("", "must not be empty"),
-            ("10.0.0.256", "'10.0.0.256' is not an IPv4 address"),
-            ("fe80::1", "fe80::1 is IPv6, and VRRP here is IPv4-only"),
+            ("10.0.0.256", "'10.0.0.256' is not an IP address"),
+            ("2001:db8::1/129", "'/129' is not a prefix length (1..=128)"),
+            ("2001:db8::1/0", "not a prefix length (1..=128)"),
+            ("ff02::12", "ff02::12 cannot be a virtual address"),
+            ("::1", "::1 cannot be a virtual address"),
+            ("::", ":: cannot be a virtual address"),
+            ("::ffff:10.0.0.1", "cannot be a virtual address"),
+            ("[2001:db8::1]", "'[2001:db8::1]' is not an IP address"),
             ("10.0.0.1/0", "'/0' is not a prefix length (1..=32)"),
             ("10.0.0.1/33", "not a prefix length"),
             ("10.0.0.1/", "not a prefix length"),
@@ -417,15 +542,20 @@ mod tests {
             ("interface = \"e\"\nvrid = 1\naddresses = [1]\n", 17, "vrrp.addresses", "expected a list"),
             ("interface = \"e\"\nvrid = 1\naddresses = [\"10.0.0.1\", \"10.0.0.1/24 dev x\"]\n", 17, "vrrp.addresses", "10.0.0.1 is listed twice"),
             ("interface = \"e\"\nvrid = 1\naddresses = [\"10.0.0.1 brd 10.0.0.255\"]\n", 17, "vrrp.addresses", "'brd' is not supported"),
-            ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"10.0.0.x\"]\n", 17, "vrrp.unicast_peers", "'10.0.0.x' is not an IPv4 address"),
+            ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"10.0.0.x\"]\n", 17, "vrrp.unicast_peers", "'10.0.0.x' is not an IP address"),
             ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"224.0.0.18\"]\n", 17, "vrrp.unicast_peers", "224.0.0.18 cannot be a peer"),
             ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"10.0.0.2\", \"10.0.0.2\"]\n", 17, "vrrp.unicast_peers", "10.0.0.2 is listed twice"),
-            ("interface = \"e\"\nvrid = 1\nunicast_peers = \"10.0.0.2\"\n", 17, "vrrp.unicast_peers", "expected a list of IPv4 addresses"),
+            ("interface = \"e\"\nvrid = 1\nunicast_peers = \"10.0.0.2\"\n", 17, "vrrp.unicast_peers", "expected a list of IP addresses"),
             ("interface = \"e\"\nvrid = 1\ngarp_count = -1\n", 17, "vrrp.garp_count", "-1 is out of range 0..=100"),
             ("interface = \"e\"\nvrid = 1\ngarp_delay = 3601\n", 17, "vrrp.garp_delay", "out of range: write seconds, 0 to 3600"),
             ("interface = \"e\"\nvrid = 1\nnotify_master = \"\"\n", 17, "vrrp.notify_master", "must not be empty"),
             ("interface = \"e\"\nvrid = 1\nnotify_fault = 1\n", 17, "vrrp.notify_fault", "expected a string"),
             ("interface = \"e\"\nvrid = 1\nnotify = \"x\"\n", 17, "toml", "unknown field `notify`"),
+            ("interface = \"e\"\nvrid = 1\nfamily = \"inet6\"\n", 17, "vrrp.family", "'inet6' is not a family: write \"ipv4\" or \"ipv6\""),
+            ("interface = \"e\"\nvrid = 1\nfamily = 6\n", 17, "vrrp.family", "expected a string"),
+            ("interface = \"e\"\nvrid = 1\nfamily = \"ipv6\"\n", 17, "vrrp.family", "the instance is IPv6 but none of its addresses is"),
+            ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"fe80::2\"]\n", 17, "vrrp.unicast_peers", "fe80::2 is IPv6, and the instance is IPv4 (from its first address, 10.1.0.100)"),
+            ("interface = \"e\"\nvrid = 1\nunicast_peers = [\"ff02::12\"]\n", 17, "vrrp.unicast_peers", "ff02::12 cannot be a peer"),
         ];
         for (body, line, key, message) in cases {
             let e = vrrp(body).expect_err(body);
@@ -452,17 +582,48 @@ mod tests {
         assert!(e.message.contains("256 addresses: an advert holds at most 255"), "{e}");
     }
 
+    fn vip6(addr: &str, prefix_len: u8, interface: &str) -> VirtualIp {
+        VirtualIp { addr: addr.parse().unwrap(), prefix_len, interface: interface.into() }
+    }
+
     #[test]
-    fn ipv6_vips_are_a_clear_error_not_dropped() {
-        let text = "[director]\ninterfaces = [\"eth0\"]\n[[virtual]]\naddress = \"10.0.0.1:80\"\n[[virtual]]\naddress = \"[2001:db8::100]:80\"\n[vrrp]\ninterface = \"eth0\"\nvrid = 1\n";
-        let e = parse_config("t.toml", text).unwrap_err();
-        assert_eq!((e.line, e.key.as_str()), (7, "vrrp.addresses"), "{e}");
-        assert!(e.message.contains("[2001:db8::100]:80 is IPv6, and VRRP here is IPv4-only"), "{e}");
-        // Listing the IPv4 addresses is the way out.
-        let listed = format!("{text}addresses = [\"10.0.0.1\"]\n");
-        assert_eq!(parse_config("t.toml", &listed).unwrap().vrrp.unwrap().addresses, [vip([10, 0, 0, 1], 32, "eth0")]);
-        let e = vrrp("interface = \"e\"\nvrid = 1\naddresses = [\"2001:db8::1/64\"]\n").unwrap_err();
-        assert_eq!(e.key, "vrrp.addresses");
-        assert!(e.message.contains("2001:db8::1 is IPv6, and VRRP here is IPv4-only"), "{e}");
+    fn an_ipv6_instance_from_its_first_address() {
+        let c = vrrp(concat!(
+            "interface = \"e\"\nvrid = 1\n",
+            "addresses = [\"2001:db8::100/64\", \"fe80::100 dev e2\", \"10.0.0.1\"]\nunicast_peers = [\"fe80::2\", \"2001:db8::3\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(c.family, Family::Ipv6);
+        assert_eq!(c.addresses, [vip6("2001:db8::100", 64, "e"), vip6("fe80::100", 128, "e2"), vip([10, 0, 0, 1], 32, "e")]);
+        // The IPv4 address is moved with the role, not advertised.
+        assert_eq!(c.advertised().cloned().collect::<Vec<_>>(), c.addresses[..2]);
+        assert_eq!(c.excluded().cloned().collect::<Vec<_>>(), c.addresses[2..]);
+        assert_eq!(c.unicast_peers, ["fe80::2".parse::<IpAddr>().unwrap(), "2001:db8::3".parse().unwrap()]);
+        assert_eq!(vip6("2001:db8::100", 64, "e").to_string(), "2001:db8::100/64 dev e");
+        // The other way round: IPv4 first, the IPv6 address excluded.
+        let c = vrrp("interface = \"e\"\nvrid = 1\naddresses = [\"10.0.0.1\", \"2001:db8::1\"]\n").unwrap();
+        assert_eq!(c.family, Family::Ipv4);
+        assert_eq!(c.excluded().map(|v| v.addr).collect::<Vec<_>>(), ["2001:db8::1".parse::<IpAddr>().unwrap()]);
+        // `family` overrides the first address.
+        let c = vrrp("interface = \"e\"\nvrid = 1\nfamily = \"ipv6\"\naddresses = [\"10.0.0.1\", \"2001:db8::1\"]\n").unwrap();
+        assert_eq!(c.family, Family::Ipv6);
+        assert_eq!(c.excluded().map(|v| v.addr).collect::<Vec<_>>(), [IpAddr::from([10, 0, 0, 1])]);
+    }
+
+    #[test]
+    fn ipv6_services_are_held_too() {
+        // Every single-address service's VIP, of both families, the
+        // instance of the first one's; /128 for an IPv6 VIP.
+        let text = "[director]\ninterfaces = [\"eth0\"]\n[[virtual]]\naddress = \"[2001:db8::100]:80\"\n[[virtual]]\naddress = \"10.0.0.1:80\"\n[[virtual]]\naddress = \"[2001:db8::100]:443\"\n[vrrp]\ninterface = \"eth0\"\nvrid = 1\n";
+        let c = parse_config("t.toml", text).unwrap().vrrp.unwrap();
+        assert_eq!(c.family, Family::Ipv6);
+        assert_eq!(c.addresses, [vip6("2001:db8::100", 128, "eth0"), vip([10, 0, 0, 1], 32, "eth0")]);
+        assert_eq!(c.excluded().count(), 1);
+        let ipv4 = parse_config("t.toml", &format!("{text}family = \"ipv4\"\n")).unwrap().vrrp.unwrap();
+        assert_eq!((ipv4.family, ipv4.advertised().count()), (Family::Ipv4, 1));
+        // An IPv6 peer of an instance made IPv4 by `family` names the key.
+        let e = parse_config("t.toml", &format!("{text}family = \"ipv4\"\nunicast_peers = [\"fe80::1\"]\n")).unwrap_err();
+        assert_eq!(e.key, "vrrp.unicast_peers");
+        assert!(e.message.contains("fe80::1 is IPv6, and the instance is IPv4 (from vrrp.family)"), "{e}");
     }
 }

@@ -1,10 +1,10 @@
 //! The VRRP state machine of RFC 5798 section 6.4 (Initialize, Backup,
 //! Master), plus a Fault state for an interface that is down or has no
-//! IPv4 address (keepalived's FAULT). Pure: it is driven by events and a
+//! address of the instance's family (keepalived's FAULT). Pure: it is driven by events and a
 //! clock passed in, and answers with the actions to carry out, in order.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -17,8 +17,9 @@ pub enum State {
     Initialize,
     Backup,
     Master,
-    /// The interface is down or has no IPv4 address: neither master nor
-    /// backup until it comes back.
+    /// The interface is down or has no address of the instance's family
+    /// (IPv6: no usable link-local one): neither master nor backup until
+    /// it comes back.
     Fault,
 }
 
@@ -53,9 +54,11 @@ pub struct Params {
     /// No preemption until this long after start-up (keepalived's
     /// `preempt_delay`).
     pub preempt_delay: Duration,
-    /// This router's primary IPv4 address: the source of its adverts and
-    /// the tie-breaker between equal priorities.
-    pub primary: Ipv4Addr,
+    /// This router's primary address (IPv4: the interface's first; IPv6:
+    /// its link-local one): the source of its adverts and the tie-breaker
+    /// between equal priorities, compared as keepalived does (as unsigned
+    /// big-endian numbers, which is the octets' order).
+    pub primary: IpAddr,
 }
 
 /// What to do, in the order given.
@@ -80,7 +83,7 @@ pub struct Machine {
     /// adverts while backup, ours while master.
     master_adver_interval_cs: u16,
     /// The current master's address, when known (ours when master).
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     adver_timer: Option<Instant>,
     master_down_timer: Option<Instant>,
     /// Preemption is allowed from this instant on.
@@ -121,7 +124,7 @@ impl Machine {
     /// advert's source while backup (none before one, or after it
     /// resigned).
     #[must_use]
-    pub const fn master(&self) -> Option<Ipv4Addr> {
+    pub const fn master(&self) -> Option<IpAddr> {
         self.master
     }
 
@@ -138,7 +141,7 @@ impl Machine {
     }
 
     /// A new primary address (the interface's changed).
-    pub fn set_primary(&mut self, primary: Ipv4Addr) {
+    pub fn set_primary(&mut self, primary: IpAddr) {
         self.params.primary = primary;
         if self.state == State::Master {
             self.master = Some(primary);
@@ -228,7 +231,7 @@ impl Machine {
     }
 
     /// An advertisement for our VRID that passed every check.
-    pub fn advert(&mut self, now: Instant, src: Ipv4Addr, priority: u8, interval_cs: u16) -> Vec<Action> {
+    pub fn advert(&mut self, now: Instant, src: IpAddr, priority: u8, interval_cs: u16) -> Vec<Action> {
         match self.state {
             State::Backup => {
                 if priority == 0 {
@@ -289,9 +292,11 @@ impl Machine {
 mod tests {
     use super::*;
 
-    const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
-    const LOWER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
-    const HIGHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const US: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+    const LOWER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4));
+    const HIGHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 6));
 
     fn params(priority: u8) -> Params {
         Params { priority, advert_interval_cs: 100, preempt: true, preempt_delay: Duration::ZERO, primary: US }
@@ -542,5 +547,20 @@ mod tests {
         assert_eq!(m.master(), Some(LOWER));
         // The tie-break now uses the new address.
         assert_eq!(m.advert(t, US, 100, 100), [Action::BecomeBackup]);
+    }
+
+    /// IPv6 routers break ties by their link-local addresses, compared
+    /// octet by octet as keepalived's memcmp of the addresses does.
+    #[test]
+    fn ipv6_ties_go_to_the_higher_link_local() {
+        let ll = |last: u16| IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0x00ff, 0, 0, last));
+        let (mut m, t0) = backup(Params { primary: ll(0x0200), ..params(100) });
+        let t = t0 + m.master_down_interval();
+        assert_eq!(m.poll(t), [SEND, Action::BecomeMaster]);
+        assert_eq!(m.master(), Some(ll(0x0200)));
+        assert!(m.advert(t, ll(0x01ff), 100, 100).is_empty());
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.advert(t, ll(0x0201), 100, 100), [Action::BecomeBackup]);
+        assert_eq!(m.master(), Some(ll(0x0201)));
     }
 }

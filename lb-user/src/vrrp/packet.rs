@@ -1,16 +1,24 @@
-//! VRRP version 3 advertisements for IPv4 (RFC 5798 section 5): encoding,
-//! decoding with the checks of section 7.1, and the checksum over the
-//! message with the IPv4 pseudo-header. Pure: no I/O.
+//! VRRP version 3 advertisements (RFC 5798 section 5), over IPv4 and
+//! IPv6: encoding, decoding with the checks of section 7.1, and the
+//! checksum over the message with the pseudo-header of either family.
+//! Pure: no I/O.
+//!
+//! An IPv4 raw socket hands over the IP header ([`decode`]); an IPv6 one
+//! never does, so its source, destination and hop limit come from the
+//! socket's ancillary data ([`decode_ipv6`]). Both end in the same checks.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 /// IP protocol number of VRRP.
 pub const PROTOCOL: u8 = 112;
-/// Where multicast advertisements go (RFC 5798 5.1.1.2).
+/// Where multicast advertisements go over IPv4 (RFC 5798 5.1.1.2).
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// The only TTL an advertisement is sent and accepted with.
+/// Where multicast advertisements go over IPv6 (RFC 5798 5.1.2.2).
+pub const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// The only TTL (IPv6: hop limit) an advertisement is sent and accepted
+/// with.
 pub const TTL: u8 = 255;
 /// The protocol version this module speaks.
 pub const VERSION: u8 = 3;
@@ -28,6 +36,23 @@ pub const IPV4_HEADER_LEN: usize = 20;
 /// IPTOS_PREC_INTERNETCONTROL.
 pub const TOS: u8 = 0xc0;
 
+/// The multicast group of `like`'s family.
+#[must_use]
+pub const fn group(like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(GROUP),
+        IpAddr::V6(_) => IpAddr::V6(GROUP6),
+    }
+}
+
+/// The octets of an address, 4 or 16.
+fn octets(a: &IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
 /// One advertisement's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advert {
@@ -36,19 +61,21 @@ pub struct Advert {
     pub priority: u8,
     /// Max Adver Int, in centiseconds (12 bits).
     pub interval_cs: u16,
-    /// The virtual router's addresses.
-    pub addresses: Vec<Ipv4Addr>,
+    /// The virtual router's addresses, all of one family.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl Advert {
     /// The VRRP message (no IP header) with its checksum, as sent from `src`
-    /// to `dst` (the pseudo-header's addresses). At most
-    /// [`MAX_ADDRESSES`] addresses are written; the interval is cut to 12
-    /// bits.
+    /// to `dst` (the pseudo-header's addresses). Only the addresses of
+    /// `src`'s family are written (an advert is of one family), at most
+    /// [`MAX_ADDRESSES`]; the interval is cut to 12 bits.
     #[must_use]
-    pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let addresses = &self.addresses[..self.addresses.len().min(MAX_ADDRESSES)];
-        let mut msg = Vec::with_capacity(HEADER_LEN + 4 * addresses.len());
+    pub fn encode(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Vec<u8> {
+        let (src, dst) = (src.into(), dst.into());
+        let addresses: Vec<&IpAddr> =
+            self.addresses.iter().filter(|a| a.is_ipv4() == src.is_ipv4()).take(MAX_ADDRESSES).collect();
+        let mut msg = Vec::with_capacity(HEADER_LEN + 16 * addresses.len());
         msg.push((VERSION << 4) | TYPE_ADVERTISEMENT);
         msg.push(self.vrid);
         msg.push(self.priority);
@@ -57,20 +84,35 @@ impl Advert {
         msg.extend_from_slice(&(self.interval_cs & MAX_INTERVAL_CS).to_be_bytes());
         msg.extend_from_slice(&[0, 0]);
         for a in addresses {
-            msg.extend_from_slice(&a.octets());
+            msg.extend_from_slice(&octets(a));
         }
         let sum = checksum(src, dst, &msg);
         msg[6..8].copy_from_slice(&sum.to_be_bytes());
         msg
     }
+
+    /// What the raw socket of `src`'s family sends: over IPv4 the whole
+    /// datagram (the socket has IP_HDRINCL), over IPv6 the message alone
+    /// (the kernel writes the header, the source given with IPV6_PKTINFO).
+    #[must_use]
+    pub fn to_wire(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let msg = self.encode(src, dst);
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_datagram(s, d, &msg),
+            _ => msg,
+        }
+    }
 }
 
-/// The Internet checksum (RFC 1071) of `message` behind the IPv4
-/// pseudo-header (source, destination, zero, protocol 112, length). Over a
+/// The Internet checksum (RFC 1071) of `message` behind the pseudo-header
+/// of the addresses' family (RFC 5798 5.2.8): IPv4's (source, destination,
+/// zero, protocol 112, 16-bit length) or IPv6's (RFC 8200 8.1: source,
+/// destination, 32-bit length, three zeros, next header 112). Both add the
+/// same words but for the addresses' width, so one sum serves both. Over a
 /// message whose checksum field is filled in, the result is 0 when it is
 /// right.
 #[must_use]
-pub fn checksum(src: Ipv4Addr, dst: Ipv4Addr, message: &[u8]) -> u16 {
+pub fn checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, message: &[u8]) -> u16 {
     let mut sum: u64 = 0;
     let mut add = |bytes: &[u8]| {
         let mut chunks = bytes.chunks_exact(2);
@@ -81,8 +123,8 @@ pub fn checksum(src: Ipv4Addr, dst: Ipv4Addr, message: &[u8]) -> u16 {
             sum += u64::from(u16::from_be_bytes([*last, 0]));
         }
     };
-    add(&src.octets());
-    add(&dst.octets());
+    add(&octets(&src.into()));
+    add(&octets(&dst.into()));
     add(&[0, PROTOCOL]);
     // A VRRP message is far below 64 KiB; clamp rather than wrap.
     add(&u16::try_from(message.len()).unwrap_or(u16::MAX).to_be_bytes());
@@ -130,11 +172,13 @@ pub fn ipv4_datagram(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 pub enum DropReason {
     /// Shorter than its headers, its length fields or its address count.
     Truncated,
-    /// Not an IPv4 datagram of protocol 112.
+    /// Not an IPv4 datagram of protocol 112; over IPv6 (whose socket hands
+    /// over no header), a message whose source or destination the kernel
+    /// did not give.
     Malformed,
     /// Not from one of the configured unicast peers.
     Peer,
-    /// A TTL other than 255: it crossed a router.
+    /// A TTL (IPv6: hop limit) other than 255: it crossed a router.
     Ttl,
     /// Not VRRP version 3.
     Version,
@@ -187,8 +231,8 @@ impl std::fmt::Display for DropReason {
 /// An advertisement that passed every check, with what its IP header said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub advert: Advert,
 }
 
@@ -197,14 +241,24 @@ pub struct Received {
 pub struct Filter<'a> {
     pub vrid: u8,
     /// When not empty, the only sources accepted.
-    pub peers: &'a [Ipv4Addr],
+    pub peers: &'a [IpAddr],
+}
+
+/// What an IPv6 raw socket tells of a message's header, through the
+/// source address and the IPV6_PKTINFO and IPV6_HOPLIMIT control messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Header {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// `None` when the kernel did not say: then it cannot be shown to be
+    /// 255, and the message is dropped as [`DropReason::Ttl`].
+    pub hop_limit: Option<u8>,
 }
 
 /// Reads an IPv4 datagram as a raw socket delivers it (IP header included)
 /// and applies RFC 5798 7.1's checks, in this order: the IP header
-/// ([`DropReason::Truncated`], [`DropReason::Malformed`]), the source when
-/// unicast peers are set, TTL 255, version 3, type ADVERTISEMENT, the
-/// length the address count needs, the checksum, and the VRID.
+/// ([`DropReason::Truncated`], [`DropReason::Malformed`]), then those of
+/// [`decode_ipv6`] from the source on.
 ///
 /// # Errors
 /// The first check that fails.
@@ -229,16 +283,33 @@ pub fn decode(datagram: &[u8], filter: &Filter<'_>) -> Result<Received, DropReas
     if datagram[9] != PROTOCOL {
         return Err(DropReason::Malformed);
     }
-    let ttl = datagram[8];
     let src = Ipv4Addr::new(datagram[12], datagram[13], datagram[14], datagram[15]);
     let dst = Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19]);
+    check(src.into(), dst.into(), Some(datagram[8]), &datagram[ihl..total], filter)
+}
+
+/// Reads the VRRP message an IPv6 raw socket delivers (no IP header) with
+/// what the socket said of its header, and applies RFC 5798 7.1's checks
+/// in this order: the source when unicast peers are set, hop limit 255,
+/// version 3, type ADVERTISEMENT, the length the address count needs (16
+/// bytes an address), the checksum over the IPv6 pseudo-header, and the
+/// VRID.
+///
+/// # Errors
+/// The first check that fails.
+pub fn decode_ipv6(message: &[u8], header: &Ipv6Header, filter: &Filter<'_>) -> Result<Received, DropReason> {
+    check(header.src.into(), header.dst.into(), header.hop_limit, message, filter)
+}
+
+/// The checks both families share, from the source on; `msg` is the VRRP
+/// message, its addresses of `src`'s family.
+fn check(src: IpAddr, dst: IpAddr, ttl: Option<u8>, msg: &[u8], filter: &Filter<'_>) -> Result<Received, DropReason> {
     if !filter.peers.is_empty() && !filter.peers.contains(&src) {
         return Err(DropReason::Peer);
     }
-    if ttl != TTL {
+    if ttl != Some(TTL) {
         return Err(DropReason::Ttl);
     }
-    let msg = &datagram[ihl..total];
     if msg.len() < HEADER_LEN {
         return Err(DropReason::Truncated);
     }
@@ -248,8 +319,9 @@ pub fn decode(datagram: &[u8], filter: &Filter<'_>) -> Result<Received, DropReas
     if msg[0] & 0x0f != TYPE_ADVERTISEMENT {
         return Err(DropReason::Type);
     }
+    let width = if src.is_ipv4() { 4 } else { 16 };
     let count = usize::from(msg[3]);
-    if msg.len() < HEADER_LEN + 4 * count {
+    if msg.len() < HEADER_LEN + width * count {
         return Err(DropReason::Truncated);
     }
     if checksum(src, dst, msg) != 0 {
@@ -258,9 +330,13 @@ pub fn decode(datagram: &[u8], filter: &Filter<'_>) -> Result<Received, DropReas
     if msg[1] != filter.vrid {
         return Err(DropReason::Vrid);
     }
-    let addresses = msg[HEADER_LEN..HEADER_LEN + 4 * count]
-        .chunks_exact(4)
-        .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    let addresses = msg[HEADER_LEN..HEADER_LEN + width * count]
+        .chunks_exact(width)
+        .map(|a| match <[u8; 4]>::try_from(a) {
+            Ok(v4) => IpAddr::from(v4),
+            // 16 bytes: the chunks are exactly `width` long.
+            Err(_) => IpAddr::from(<[u8; 16]>::try_from(a).unwrap_or([0; 16])),
+        })
         .collect();
     let advert = Advert {
         vrid: msg[1],
@@ -279,7 +355,7 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 100);
 
     fn advert() -> Advert {
-        Advert { vrid: 51, priority: 100, interval_cs: 100, addresses: vec![VIP] }
+        Advert { vrid: 51, priority: 100, interval_cs: 100, addresses: vec![VIP.into()] }
     }
 
     fn datagram(a: &Advert) -> Vec<u8> {
@@ -336,10 +412,10 @@ mod tests {
             vrid: 7,
             priority: 255,
             interval_cs: 4095,
-            addresses: vec![VIP, Ipv4Addr::new(10, 9, 8, 7)],
+            addresses: vec![VIP.into(), Ipv4Addr::new(10, 9, 8, 7).into()],
         };
         let rx = decode(&datagram(&a), &Filter { vrid: 7, peers: &[] }).unwrap();
-        assert_eq!(rx, Received { src: SRC, dst: GROUP, advert: a });
+        assert_eq!(rx, Received { src: SRC.into(), dst: GROUP.into(), advert: a });
     }
 
     /// keepalived 2.2.7's advert for `virtual_router_id 51`, `priority
@@ -353,10 +429,10 @@ mod tests {
             0xe0, 0x00, 0x00, 0x12, 0x31, 0x33, 0x96, 0x01, 0x00, 0x64, 0x42, 0xac, 0x0a, 0x63, 0x00, 0x64,
         ];
         let rx = decode(&captured, &filter()).unwrap();
-        assert_eq!(rx.src, Ipv4Addr::new(10, 99, 0, 2));
+        assert_eq!(rx.src, IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)));
         assert_eq!(
             rx.advert,
-            Advert { vrid: 51, priority: 150, interval_cs: 100, addresses: vec![Ipv4Addr::new(10, 99, 0, 100)] }
+            Advert { vrid: 51, priority: 150, interval_cs: 100, addresses: vec![Ipv4Addr::new(10, 99, 0, 100).into()] }
         );
         // And what we send for the same router is byte for byte keepalived's
         // VRRP message.
@@ -409,10 +485,11 @@ mod tests {
         proto[9] = 17;
         assert_eq!(reason(&proto), DropReason::Malformed);
 
-        let peers = [Ipv4Addr::new(192, 168, 1, 2)];
+        let peer = Ipv4Addr::new(192, 168, 1, 2);
+        let peers = [IpAddr::V4(peer)];
         let f = Filter { vrid: 51, peers: &peers };
         assert_eq!(decode(&good, &f).unwrap_err(), DropReason::Peer);
-        let from_peer = ipv4_datagram(peers[0], SRC, &advert().encode(peers[0], SRC));
+        let from_peer = ipv4_datagram(peer, SRC, &advert().encode(peer, SRC));
         assert_eq!(decode(&from_peer, &f).unwrap().src, peers[0]);
     }
 
@@ -430,5 +507,108 @@ mod tests {
         let mut padded = datagram(&advert());
         padded.extend_from_slice(&[0; 14]);
         assert_eq!(decode(&padded, &filter()).unwrap().advert, advert());
+    }
+
+    const LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+    fn advert6() -> Advert {
+        Advert { vrid: 51, priority: 100, interval_cs: 100, addresses: vec![VIP6.into()] }
+    }
+
+    fn header6(hop_limit: u8) -> Ipv6Header {
+        Ipv6Header { src: LL, dst: GROUP6, hop_limit: Some(hop_limit) }
+    }
+
+    /// The sum by hand over the IPv6 pseudo-header: fe80::1 (0xfe80 +
+    /// 0x0001), ff02::12 (0xff02 + 0x0012), the 32-bit length 24 (0x0000 +
+    /// 0x0018), zeros and next header 112 (0x0070); then the message's
+    /// 0x3133, 0x6401, 0x0064, 0x0000 and 2001:db8::100 (0x2001 + 0x0db8 +
+    /// 0x0100): 0x2_c26e, folded 0xc270, whose complement is 0x3d8f.
+    #[test]
+    fn ipv6_golden_bytes_with_checksum() {
+        let msg = advert6().encode(LL, GROUP6);
+        #[rustfmt::skip]
+        let expected = [
+            0x31, 51, 100, 1, 0x00, 0x64, 0x3d, 0x8f,
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+        ];
+        assert_eq!(msg, expected);
+        assert_eq!(checksum(LL, GROUP6, &msg), 0);
+        // Over IPv6 the socket sends the message alone.
+        assert_eq!(advert6().to_wire(LL.into(), GROUP6.into()), expected);
+        // An address of the other family is not written: the count is of
+        // the IPv6 ones.
+        let mixed = Advert { addresses: vec![VIP6.into(), VIP.into()], ..advert6() };
+        assert_eq!(mixed.encode(LL, GROUP6), expected);
+        // Unicast: the peer's address in the pseudo-header.
+        let peer = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let unicast = advert6().encode(LL, peer);
+        assert_ne!(unicast[6..8], msg[6..8]);
+        assert_eq!(checksum(LL, peer, &unicast), 0);
+    }
+
+    #[test]
+    fn ipv6_round_trip() {
+        let a = Advert {
+            vrid: 7,
+            priority: 255,
+            interval_cs: 4095,
+            addresses: vec![VIP6.into(), Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 7).into()],
+        };
+        let msg = a.encode(LL, GROUP6);
+        assert_eq!(msg.len(), 8 + 2 * 16);
+        let rx = decode_ipv6(&msg, &header6(255), &Filter { vrid: 7, peers: &[] }).unwrap();
+        assert_eq!(rx, Received { src: LL.into(), dst: GROUP6.into(), advert: a });
+    }
+
+    #[test]
+    fn ipv6_each_fault_has_its_reason() {
+        let good = advert6().encode(LL, GROUP6);
+        let reason = |m: &[u8], h: &Ipv6Header| decode_ipv6(m, h, &filter()).unwrap_err();
+        assert!(decode_ipv6(&good, &header6(255), &filter()).is_ok());
+
+        // A hop limit other than 255 (or none known) is the TTL reason.
+        assert_eq!(reason(&good, &header6(254)), DropReason::Ttl);
+        assert_eq!(reason(&good, &header6(1)), DropReason::Ttl);
+        assert_eq!(reason(&good, &Ipv6Header { hop_limit: None, ..header6(255) }), DropReason::Ttl);
+
+        // Truncated: short of the VRRP header, or of the addresses counted
+        // at 16 bytes each (a count of 2 with one address; 4 bytes short).
+        assert_eq!(reason(&good[..7], &header6(255)), DropReason::Truncated);
+        assert_eq!(reason(&good[..good.len() - 4], &header6(255)), DropReason::Truncated);
+        let mut count = good.clone();
+        count[3] = 2;
+        assert_eq!(reason(&count, &header6(255)), DropReason::Truncated);
+        // A count that fits but is not what was summed: the checksum.
+        let mut fewer = good.clone();
+        fewer[3] = 0;
+        assert_eq!(reason(&fewer, &header6(255)), DropReason::Checksum);
+
+        let mut bad_sum = good.clone();
+        bad_sum[7] ^= 1;
+        assert_eq!(reason(&bad_sum, &header6(255)), DropReason::Checksum);
+        // The pseudo-header counts: the same bytes from another source, or
+        // to another destination, do not add up.
+        let other_src = Ipv6Header { src: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9), ..header6(255) };
+        assert_eq!(reason(&good, &other_src), DropReason::Checksum);
+        let unicast = Ipv6Header { dst: VIP6, ..header6(255) };
+        assert_eq!(reason(&good, &unicast), DropReason::Checksum);
+
+        let mut v2 = good.clone();
+        v2[0] = 0x21;
+        assert_eq!(reason(&v2, &header6(255)), DropReason::Version);
+        let mut wrong_type = good.clone();
+        wrong_type[0] = 0x32;
+        assert_eq!(reason(&wrong_type, &header6(255)), DropReason::Type);
+        let other = Advert { vrid: 52, ..advert6() }.encode(LL, GROUP6);
+        assert_eq!(reason(&other, &header6(255)), DropReason::Vrid);
+
+        let peers = [IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2))];
+        let f = Filter { vrid: 51, peers: &peers };
+        assert_eq!(decode_ipv6(&good, &header6(255), &f).unwrap_err(), DropReason::Peer);
+        let from_peer = Ipv6Header { src: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2), dst: LL, hop_limit: Some(255) };
+        let m = advert6().encode(from_peer.src, LL);
+        assert_eq!(decode_ipv6(&m, &from_peer, &f).unwrap().src, peers[0]);
     }
 }
