@@ -921,7 +921,7 @@ fn spoofed_adverts(vip: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
         vrid: VRID,
         priority: 255,
         interval_cs: 10,
-        addresses: vec![vip],
+        addresses: vec![vip.into()],
     };
     let good = vrrp_packet::ipv4_datagram(src, dst, &owner.encode(src, dst));
     let mut ttl = good.clone();
