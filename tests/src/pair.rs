@@ -21,6 +21,12 @@
 //!                                         moves with the VIP (NAT)
 //! ```
 //!
+//! [`PairLab::build_dual_stack`] adds IPv6 to every host as
+//! [`Topology::build_dual_stack`] does (ext 2001:db8:c1::/64, int
+//! 2001:db8:1::/64: dir ::1, dir2 ::3, rtr ::250, the client c1::2, the
+//! reals 1::11-13), the IPv6 VIPs 2001:db8:100::/64 on-link for the client
+//! too, and the reals' IPv6 default route via rtr or [`FLOATING_GW6`].
+//!
 //! Everything lives in namespaces of the [`Topology`] (same prefix, same
 //! clean-up). Processes are only signalled by the PIDs the harness got
 //! when it spawned them.
@@ -28,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -60,6 +66,13 @@ pub const VRID: u8 = 51;
 pub const XLVS_START: Duration = Duration::from_secs(40);
 /// The network the client reaches on-link (the VIPs).
 pub const VIP_NET: &str = "10.100.0.0/24";
+/// The IPv6 counterparts ([`PairLab::build_dual_stack`]).
+pub const DIR2_EXT_IP6: &str = "2001:db8:c1::3";
+pub const DIR2_INT_IP6: &str = "2001:db8:1::3";
+pub const ROUTER_EXT_IP6: &str = "2001:db8:c1::250";
+pub const ROUTER_INT_IP6: &str = "2001:db8:1::250";
+pub const FLOATING_GW6: &str = "2001:db8:1::254";
+pub const VIP6_NET: &str = "2001:db8:100::/64";
 
 /// How the reals send their replies to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +80,8 @@ pub enum Gateway {
     /// Through a router of their own (DR and TUN: replies bypass the
     /// directors).
     Router,
-    /// Through [`FLOATING_GW`], which the master holds (NAT: replies must
-    /// cross the director that rewrites them).
+    /// Through [`FLOATING_GW`] (IPv6: [`FLOATING_GW6`]), which the master
+    /// holds (NAT: replies must cross the director that rewrites them).
     Floating,
 }
 
@@ -90,7 +103,20 @@ impl std::fmt::Debug for PairLab {
 impl PairLab {
     /// Builds the lab (see the module doc) and starts the realservers.
     pub fn build(gateway: Gateway) -> Result<PairLab> {
-        let mut topo = Topology::build()?;
+        Self::build_with(gateway, false)
+    }
+
+    /// [`PairLab::build`] with IPv6 as well (see the module doc).
+    pub fn build_dual_stack(gateway: Gateway) -> Result<PairLab> {
+        Self::build_with(gateway, true)
+    }
+
+    fn build_with(gateway: Gateway, ipv6: bool) -> Result<PairLab> {
+        let mut topo = if ipv6 {
+            Topology::build_dual_stack()?
+        } else {
+            Topology::build()?
+        };
         let dir2 = topo
             .add_director(
                 "dir2",
@@ -99,7 +125,14 @@ impl PairLab {
             )?
             .name()
             .to_string();
-        let gw = match gateway {
+        if ipv6 {
+            topo.add_ipv6(&dir2, "ext", DIR2_EXT_IP6, None)?;
+            topo.add_ipv6(&dir2, "int", DIR2_INT_IP6, None)?;
+            topo.ns(&dir2)
+                .expect("just added")
+                .sysctl(&["net.ipv6.conf.all.forwarding=1"])?;
+        }
+        let (gw, gw6) = match gateway {
             Gateway::Router => {
                 let rtr = topo.add_host("rtr")?.name().to_string();
                 topo.connect(&rtr, Segment::Ext, "ext", &format!("{ROUTER_EXT_IP}/24"))?;
@@ -109,14 +142,28 @@ impl PairLab {
                     "net.ipv4.conf.all.rp_filter=0",
                     "net.ipv4.conf.default.rp_filter=0",
                 ])?;
-                ROUTER_INT_IP
+                if ipv6 {
+                    topo.add_ipv6(&rtr, "ext", ROUTER_EXT_IP6, None)?;
+                    topo.add_ipv6(&rtr, "int", ROUTER_INT_IP6, None)?;
+                    topo.ns(&rtr)
+                        .expect("just added")
+                        .sysctl(&["net.ipv6.conf.all.forwarding=1"])?;
+                }
+                (ROUTER_INT_IP, ROUTER_INT_IP6)
             }
-            Gateway::Floating => FLOATING_GW,
+            Gateway::Floating => (FLOATING_GW, FLOATING_GW6),
         };
         topo.client()
             .ip(&["route", "add", VIP_NET, "dev", "eth0"])?;
         for r in topo.reals() {
             r.ns.ip(&["route", "replace", "default", "via", gw])?;
+        }
+        if ipv6 {
+            topo.client()
+                .ip(&["-6", "route", "add", VIP6_NET, "dev", "eth0"])?;
+            for r in topo.reals() {
+                r.ns.ip(&["-6", "route", "replace", "default", "via", gw6])?;
+            }
         }
         let lab = PairLab {
             topo,
@@ -171,6 +218,26 @@ impl PairLab {
         has_addr(self.dir(i), ifname, addr)
     }
 
+    /// Director `i`'s link-local address on `ifname` once past duplicate
+    /// address detection (an IPv6 VRRP instance's primary address, the
+    /// source of its adverts), waiting up to 5 s for it.
+    pub fn link_local(&self, i: usize, ifname: &str) -> Result<Ipv6Addr> {
+        let ns = self.dir(i);
+        wait_for(
+            &format!("a link-local address past DAD on {ifname} in {}", ns.name()),
+            Duration::from_secs(5),
+            || {
+                let out = ns.ip(&["-6", "-o", "addr", "show", "dev", ifname, "scope", "link"])?;
+                Ok(out
+                    .lines()
+                    .find(|l| !l.contains("tentative"))
+                    .and_then(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+                    .and_then(|a| a.split('/').next())
+                    .and_then(|a| a.parse().ok()))
+            },
+        )
+    }
+
     /// Starts `xlvs run` with `config` on director `i` (XDP on ext and
     /// int), allowing [`XLVS_START`] for it (loading and verifying the XDP
     /// programs takes 10-15 s on a busy 2-core machine).
@@ -179,11 +246,12 @@ impl PairLab {
             .with_context(|| format!("starting xlvs on {} with:\n{config}", self.dir(i).name()))
     }
 
-    /// Real `real`'s (0-based) neighbour entry for [`FLOATING_GW`]: the
-    /// MAC it sends its replies to.
-    pub fn real_gw_mac(&self, real: usize) -> Result<Option<String>> {
+    /// Real `real`'s (0-based) neighbour entry for `gateway`
+    /// ([`FLOATING_GW`] or [`FLOATING_GW6`]): the MAC it sends its replies
+    /// to.
+    pub fn real_gw_mac(&self, real: usize, gateway: &str) -> Result<Option<String>> {
         let ns = &self.topo.reals()[real].ns;
-        Ok(neigh(ns, FLOATING_GW, "eth0")?.map(|(m, _)| m))
+        Ok(neigh(ns, gateway, "eth0")?.map(|(m, _)| m))
     }
 }
 
@@ -218,12 +286,12 @@ pub fn neigh(ns: &Netns, ip: &str, dev: &str) -> Result<Option<(String, String)>
     Ok(None)
 }
 
-/// Whether `addr` is an address of `ifname` in `ns`.
+/// Whether `addr` (IPv4 or IPv6) is an address of `ifname` in `ns`.
 pub fn has_addr(ns: &Netns, ifname: &str, addr: &str) -> Result<bool> {
-    let out = ns.ip(&["-4", "-o", "addr", "show", "dev", ifname])?;
+    let out = ns.ip(&["-o", "addr", "show", "dev", ifname])?;
     Ok(out.lines().any(|l| {
         l.split_whitespace()
-            .skip_while(|w| *w != "inet")
+            .skip_while(|w| *w != "inet" && *w != "inet6")
             .nth(1)
             .and_then(|a| a.split('/').next())
             == Some(addr)
@@ -242,6 +310,9 @@ pub struct VrrpOpts {
     pub addresses: Vec<String>,
     /// Adds `[sync]` (defaults: the vrrp interface, the multicast group).
     pub sync: bool,
+    /// `family = "..."` (`ipv4`, `ipv6`); `None`: the default (the first
+    /// address's).
+    pub family: Option<&'static str>,
 }
 
 impl VrrpOpts {
@@ -252,6 +323,7 @@ impl VrrpOpts {
             preempt: true,
             addresses: Vec::new(),
             sync: false,
+            family: None,
         }
     }
 }
@@ -264,6 +336,9 @@ pub fn pair_config(services: &[Service], v: &VrrpOpts) -> String {
         "\n[vrrp]\ninterface = \"ext\"\nvrid = {VRID}\npriority = {}\nadvert_interval = {}\npreempt = {}\n",
         v.priority, v.advert_ms, v.preempt
     );
+    if let Some(f) = v.family {
+        let _ = writeln!(s, "family = {f:?}");
+    }
     if !v.addresses.is_empty() {
         let list: Vec<String> = v.addresses.iter().map(|a| format!("{a:?}")).collect();
         let _ = writeln!(s, "addresses = [{}]", list.join(", "));
@@ -281,6 +356,9 @@ pub fn pair_config(services: &[Service], v: &VrrpOpts) -> String {
 pub struct VrrpStatus {
     /// `master`, `backup`, `fault`, `initialize`.
     pub state: String,
+    /// `ipv4`, `ipv6`: of the adverts.
+    #[serde(default)]
+    pub family: String,
     pub priority: u8,
     #[serde(default)]
     pub primary: Option<String>,
@@ -526,24 +604,30 @@ pub fn transitions(samples: &[Sample], t0: Instant) -> String {
 /// Something the sniffer saw on the client's segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
-    /// A VRRP datagram (IP protocol 112).
+    /// A VRRP datagram (IP protocol / next header 112); `ttl` is IPv6's
+    /// hop limit.
     Advert {
-        src: Ipv4Addr,
+        src: IpAddr,
         ttl: u8,
         vrid: u8,
         priority: u8,
     },
     /// A gratuitous ARP (sender IP = target IP).
     Garp { ip: Ipv4Addr, mac: [u8; 6] },
+    /// An unsolicited neighbour advertisement (to ff02::1, Override set),
+    /// and the MAC of its target link-layer address option: what a
+    /// neighbour that follows it will send to.
+    UnsolicitedNa { ip: Ipv6Addr, mac: [u8; 6] },
     /// A TCP segment with RST, and the MAC it came from.
     Reset {
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        src: SocketAddr,
+        dst: SocketAddr,
         mac: [u8; 6],
     },
 }
 
-/// Timestamps VRRP adverts and gratuitous ARPs arriving at an interface
+/// Timestamps VRRP adverts, gratuitous ARPs, unsolicited neighbour
+/// advertisements and TCP resets arriving at an interface
 /// (an `AF_PACKET` socket created in its namespace), on a thread of its
 /// own, until dropped; bounded by `max`.
 pub struct Sniffer {
@@ -648,7 +732,8 @@ impl Sniffer {
     }
 
     /// The last advert from `src` seen at or before `before`.
-    pub fn last_advert_from(&self, src: Ipv4Addr, before: Instant) -> Option<Instant> {
+    pub fn last_advert_from(&self, src: impl Into<IpAddr>, before: Instant) -> Option<Instant> {
+        let src = src.into();
         self.events()
             .iter()
             .rev()
@@ -688,7 +773,7 @@ fn parse_frame(f: &[u8]) -> Option<Seen> {
                 return None;
             }
             Some(Seen::Advert {
-                src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+                src: Ipv4Addr::new(p[12], p[13], p[14], p[15]).into(),
                 ttl: p[8],
                 vrid: msg[1],
                 priority: msg[2],
@@ -696,18 +781,47 @@ fn parse_frame(f: &[u8]) -> Option<Seen> {
         }
         0x0800 if p.len() >= 20 && p[9] == 6 => {
             let ihl = usize::from(p[0] & 0x0f) * 4;
-            let tcp = p.get(ihl..ihl + 14)?;
-            (tcp[13] & 0x04 != 0).then(|| Seen::Reset {
-                src: SocketAddrV4::new(
-                    Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-                    u16::from_be_bytes([tcp[0], tcp[1]]),
-                ),
-                dst: SocketAddrV4::new(
-                    Ipv4Addr::new(p[16], p[17], p[18], p[19]),
-                    u16::from_be_bytes([tcp[2], tcp[3]]),
-                ),
-                mac: f[6..12].try_into().expect("6 bytes"),
-            })
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            reset(p.get(ihl..)?, src.into(), dst.into(), f)
+        }
+        // IPv6 without extension headers: all the lab sends.
+        0x86dd if p.len() >= 40 => {
+            let (next, hop_limit) = (p[6], p[7]);
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).expect("16 bytes"));
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).expect("16 bytes"));
+            let l4 = &p[40..];
+            match next {
+                112 if l4.len() >= 3 => Some(Seen::Advert {
+                    src: src.into(),
+                    ttl: hop_limit,
+                    vrid: l4[1],
+                    priority: l4[2],
+                }),
+                6 => reset(l4, src.into(), dst.into(), f),
+                // Type 136; flags R S O in the top bits; the target, then
+                // options of (type, length in 8 bytes, data).
+                58 if l4.len() >= 24 && l4[0] == 136 => {
+                    let (solicited, overriding) = (l4[4] & 0x40 != 0, l4[4] & 0x20 != 0);
+                    if solicited || !overriding || !dst.is_multicast() {
+                        return None;
+                    }
+                    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&l4[8..24]).expect("16 bytes"));
+                    let mut opts = &l4[24..];
+                    while opts.len() >= 8 && opts[1] > 0 {
+                        let len = usize::from(opts[1]) * 8;
+                        if opts[0] == 2 {
+                            return Some(Seen::UnsolicitedNa {
+                                ip: target,
+                                mac: opts[2..8].try_into().expect("6 bytes"),
+                            });
+                        }
+                        opts = opts.get(len..)?;
+                    }
+                    None
+                }
+                _ => None,
+            }
         }
         0x0806 if p.len() >= 28 => {
             let (spa, tpa) = (&p[14..18], &p[24..28]);
@@ -718,6 +832,16 @@ fn parse_frame(f: &[u8]) -> Option<Seen> {
         }
         _ => None,
     }
+}
+
+/// A [`Seen::Reset`] if `tcp` (from `src` to `dst`, in `frame`) has RST.
+fn reset(tcp: &[u8], src: IpAddr, dst: IpAddr, frame: &[u8]) -> Option<Seen> {
+    let tcp = tcp.get(..14)?;
+    (tcp[13] & 0x04 != 0).then(|| Seen::Reset {
+        src: SocketAddr::new(src, u16::from_be_bytes([tcp[0], tcp[1]])),
+        dst: SocketAddr::new(dst, u16::from_be_bytes([tcp[2], tcp[3]])),
+        mac: frame[6..12].try_into().expect("6 bytes"),
+    })
 }
 
 /// Formats a MAC as `ip` prints it.
@@ -813,10 +937,11 @@ fn get_once(addr: SocketAddr, connect_timeout: Duration) -> Result<String> {
 /// answer came and which real gave it, and how many attempts failed.
 pub fn connect_until_ok(
     ns: &Netns,
-    addr: SocketAddrV4,
+    addr: impl Into<SocketAddr>,
     every: Duration,
     timeout: Duration,
 ) -> Result<(Instant, String, usize)> {
+    let addr = addr.into();
     ns.run_in(|| -> Result<(Instant, String, usize)> {
         let start = Instant::now();
         let max_attempts = (timeout.as_millis() / every.as_millis().max(1)) as usize + 1;
@@ -826,7 +951,7 @@ pub fn connect_until_ok(
                 break;
             }
             let t0 = Instant::now();
-            match get_once(SocketAddr::V4(addr), every) {
+            match get_once(addr, every) {
                 Ok(name) => return Ok((Instant::now(), name, attempt)),
                 Err(e) => last_err = format!("{e:#}"),
             }
@@ -840,7 +965,8 @@ pub fn connect_until_ok(
 
 /// `n` new connections from `ns` to `addr` (each may take 1 s); returns
 /// the count per real, failures under `!` keys.
-pub fn tally(ns: &Netns, addr: SocketAddrV4, n: usize) -> Result<BTreeMap<String, usize>> {
+pub fn tally(ns: &Netns, addr: impl Into<SocketAddr>, n: usize) -> Result<BTreeMap<String, usize>> {
+    let addr = addr.into();
     ns.run_in(|| {
         let mut out = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -849,7 +975,7 @@ pub fn tally(ns: &Netns, addr: SocketAddrV4, n: usize) -> Result<BTreeMap<String
                 *out.entry("!deadline".to_string()).or_default() += 1;
                 break;
             }
-            let k = match get_once(SocketAddr::V4(addr), Duration::from_secs(1)) {
+            let k = match get_once(addr, Duration::from_secs(1)) {
                 Ok(name) => name,
                 Err(e) => format!("!{e:#}"),
             };

@@ -255,19 +255,7 @@ impl Topology {
         let real_ifs: Vec<(&str, &str, &str, Option<&str>)> =
             reals.iter().map(|(ns, ip)| (ns.as_str(), "eth0", *ip, Some(DIRECTOR_INT_IP6))).collect();
         for (ns_name, ifname, ip, gateway) in hosts.into_iter().chain(director_ifs).chain(real_ifs) {
-            let ns = topo.ns(ns_name).context("a host of this lab")?;
-            ns.sysctl(&[
-                "net.ipv6.conf.all.disable_ipv6=0",
-                "net.ipv6.conf.default.disable_ipv6=0",
-                &format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
-                &format!("net.ipv6.conf.{ifname}.accept_ra=0"),
-                &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
-                "net.ipv6.conf.lo.disable_ipv6=0",
-            ])?;
-            ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", ifname, "nodad"])?;
-            if let Some(gw) = gateway {
-                ns.ip(&["-6", "route", "add", "default", "via", gw])?;
-            }
+            topo.add_ipv6(ns_name, ifname, ip, gateway)?;
         }
         topo.director.sysctl(&["net.ipv6.conf.all.forwarding=1"])?;
         for real in &topo.reals {
@@ -276,6 +264,28 @@ impl Topology {
             }
         }
         Ok(topo)
+    }
+
+    /// Turns IPv6 on for `ifname` of lab host `ns_name` as
+    /// [`Topology::build_dual_stack`] has it: `ip`/64 without duplicate
+    /// address detection, no router advertisements, and an IPv6 default
+    /// route via `gateway` if given. The kernel still gives the interface
+    /// a link-local address, which goes through DAD (about a second).
+    pub fn add_ipv6(&self, ns_name: &str, ifname: &str, ip: &str, gateway: Option<&str>) -> Result<()> {
+        let ns = self.ns(ns_name).context("a host of this lab")?;
+        ns.sysctl(&[
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            &format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
+            &format!("net.ipv6.conf.{ifname}.accept_ra=0"),
+            &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
+            "net.ipv6.conf.lo.disable_ipv6=0",
+        ])?;
+        ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", ifname, "nodad"])?;
+        if let Some(gw) = gateway {
+            ns.ip(&["-6", "route", "add", "default", "via", gw])?;
+        }
+        Ok(())
     }
 
     /// Configures namespace `ns_name` (a host of this lab) as a director:

@@ -354,6 +354,18 @@ impl Service {
         }
     }
 
+    /// A round-robin service on `[vip]:port` over the lab's IPv6 reals
+    /// ([`topology::REAL_IPS6`]) on `real_port`, weight 1.
+    pub fn rr6(protocol: &'static str, vip: &str, port: u16, forward: Forward, real_port: u16) -> Service {
+        Service {
+            reals: topology::REAL_IPS6
+                .iter()
+                .map(|ip| (format!("[{ip}]:{real_port}"), 1))
+                .collect(),
+            ..Service::rr(protocol, &format!("[{vip}]:{port}"), forward, real_port)
+        }
+    }
+
     /// The same service under another scheduler.
     pub fn scheduled_by(mut self, scheduler: &str) -> Service {
         self.scheduler = scheduler.into();

@@ -43,14 +43,6 @@ fn lab(services: &[Service]) -> Lab {
     Lab { xlvs, _decaps: decaps, topo }
 }
 
-/// A round-robin service on `[vip]:port` over the lab's IPv6 reals.
-fn rr6(protocol: &'static str, vip: &str, port: u16, forward: Forward, real_port: u16) -> Service {
-    Service {
-        reals: REAL_IPS6.iter().map(|ip| (format!("[{ip}]:{real_port}"), 1)).collect(),
-        ..Service::rr(protocol, &format!("[{vip}]:{port}"), forward, real_port)
-    }
-}
-
 fn even(n: usize) -> BTreeMap<String, usize> {
     ["real1", "real2", "real3"].iter().map(|r| (r.to_string(), n)).collect()
 }
@@ -58,10 +50,10 @@ fn even(n: usize) -> BTreeMap<String, usize> {
 #[test]
 fn every_forwarding_method_balances_ipv6() {
     let lab = lab(&[
-        rr6("tcp", VIP6_NAT, 80, Forward::Nat, 8080),
-        rr6("udp", VIP6_NAT, 53, Forward::Nat, 53),
-        rr6("tcp", VIP6_DR, 80, Forward::Dr, 80),
-        rr6("tcp", VIP6_TUN, 80, Forward::Tun, 80),
+        Service::rr6("tcp", VIP6_NAT, 80, Forward::Nat, 8080),
+        Service::rr6("udp", VIP6_NAT, 53, Forward::Nat, 53),
+        Service::rr6("tcp", VIP6_DR, 80, Forward::Dr, 80),
+        Service::rr6("tcp", VIP6_TUN, 80, Forward::Tun, 80),
     ]);
     let client = lab.topo.client();
     for (what, addr) in [
@@ -107,7 +99,7 @@ fn every_forwarding_method_balances_ipv6() {
 
 #[test]
 fn tunnel_path_mtu_and_fragments_over_ipv6() {
-    let lab = lab(&[rr6("tcp", VIP6_TUN, 80, Forward::Tun, 80), rr6("udp", VIP6_NAT, 53, Forward::Nat, 53)]);
+    let lab = lab(&[Service::rr6("tcp", VIP6_TUN, 80, Forward::Tun, 80), Service::rr6("udp", VIP6_NAT, 53, Forward::Nat, 53)]);
     let client = lab.topo.client();
     // A request of several full-sized segments: the first ones do not fit
     // the tunnel; the client learns the MTU from the VIP and sends smaller.

@@ -3,6 +3,11 @@
 //! three reals behind both, a client that reaches the VIPs on-link (so
 //! its neighbour entry follows the gratuitous ARPs), and keepalived as the
 //! other router for the interop tests. See `tests::pair` for the lab.
+//! The stream tests run over IPv6 too: NAT66 and DR in the dual-stack
+//! pair, with the VRRP instance itself over IPv6 (adverts from the
+//! link-local address to ff02::12, the VIPs announced by unsolicited
+//! neighbour advertisements) and connection sync over IPv4 between the
+//! directors.
 //!
 //! ```text
 //! cargo build --release -p lb-user -p tests --bins
@@ -14,7 +19,7 @@
 //! printed as `takeover_ms=N` and written to `target/bench/failover.json`.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use lb_user::vrrp::packet::{self as vrrp_packet, Advert};
@@ -22,7 +27,7 @@ use tests::netns::wait_for;
 use tests::pair::{
     self, Gateway, Keepalived, PairLab, Seen, Sniffer, StateSampler, Stream, VRID, VrrpOpts,
 };
-use tests::topology::{DIRECTOR_EXT_IP, REAL_IPS, VIP_DR, VIP_NAT};
+use tests::topology::{DIRECTOR_EXT_IP, REAL_IPS, REAL_IPS6, VIP_DR, VIP_NAT, VIP6_DR, VIP6_NAT};
 use tests::traffic::KeepAlive;
 use tests::xlvs::{self, Forward, Service, Xlvs};
 
@@ -60,17 +65,67 @@ fn dr_config(priority: u8, preempt: bool, sync: bool) -> String {
     pair::pair_config(&[dr_service()], &v)
 }
 
+/// The address family of a test's service, VRRP instance and client
+/// traffic (sync between the directors is IPv4 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// How `xlvs list --vrrp --json` spells it.
+    fn json(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+    /// The reals' addresses.
+    fn reals(self) -> [&'static str; 3] {
+        match self {
+            Family::V4 => REAL_IPS,
+            Family::V6 => REAL_IPS6,
+        }
+    }
+    /// The NAT reals' gateway, a VRRP address on the directors' int.
+    fn floating_gw(self) -> &'static str {
+        match self {
+            Family::V4 => pair::FLOATING_GW,
+            Family::V6 => pair::FLOATING_GW6,
+        }
+    }
+}
+
 /// The director config of a NAT pair member: the VIP on ext and the
-/// reals' gateway on int move together.
-fn nat_config(priority: u8) -> String {
+/// reals' gateway on int move together. IPv6: NAT66, and the instance
+/// speaks IPv6.
+fn nat_config(family: Family, priority: u8) -> String {
     let mut v = VrrpOpts::new(priority);
     v.sync = true;
     v.advert_ms = ADVERT_MS;
+    let (service, vip, gw_len) = match family {
+        Family::V4 => (nat_service(), VIP_NAT, 24),
+        Family::V6 => {
+            v.family = Some("ipv6");
+            (Service::rr6("tcp", VIP6_NAT, 80, Forward::Nat, 8080), VIP6_NAT, 64)
+        }
+    };
     v.addresses = vec![
-        VIP_NAT.to_string(),
-        format!("{}/24 dev int", pair::FLOATING_GW),
+        vip.to_string(),
+        format!("{}/{gw_len} dev int", family.floating_gw()),
     ];
-    pair::pair_config(&[nat_service()], &v)
+    pair::pair_config(&[service], &v)
+}
+
+/// The director config of a DR pair member over IPv6: the instance speaks
+/// IPv6, with sync; the VIP by default (/128 on ext).
+fn dr6_config(priority: u8) -> String {
+    let mut v = VrrpOpts::new(priority);
+    v.sync = true;
+    v.advert_ms = ADVERT_MS;
+    v.family = Some("ipv6");
+    pair::pair_config(&[Service::rr6("tcp", VIP6_DR, 80, Forward::Dr, 80)], &v)
 }
 
 fn lab(gateway: Gateway) -> PairLab {
@@ -78,16 +133,35 @@ fn lab(gateway: Gateway) -> PairLab {
     PairLab::build(gateway).unwrap_or_else(|e| panic!("build the pair's lab: {e:#}"))
 }
 
+fn lab6(gateway: Gateway) -> PairLab {
+    setup_env();
+    PairLab::build_dual_stack(gateway)
+        .unwrap_or_else(|e| panic!("build the pair's dual-stack lab: {e:#}"))
+}
+
+/// Director `i`'s primary address in an instance of `family`: its ext
+/// address (IPv4) or ext's link-local one (IPv6), the source of its
+/// adverts and what a backup names as the master.
+fn primary(lab: &PairLab, i: usize, family: &str) -> IpAddr {
+    match family {
+        "ipv6" => lab
+            .link_local(i, "ext")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into(),
+        _ => [DIR1_EXT, DIR2_EXT][i].into(),
+    }
+}
+
 /// Starts dir (priority from `cfg1`) and waits for it to be master, then
 /// dir2 and waits for it to follow dir as backup.
 fn start_pair(lab: &PairLab, cfg1: &str, cfg2: &str) -> (Xlvs, Xlvs) {
     let t = Instant::now();
     let mut a = lab.start_xlvs(0, cfg1).unwrap_or_else(|e| panic!("{e:#}"));
-    pair::wait_state(&mut a, "master", Duration::from_secs(5))
+    let sa = pair::wait_state(&mut a, "master", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("dir to become master: {e:#}"));
     let t1 = Instant::now();
     let mut b = lab.start_xlvs(1, cfg2).unwrap_or_else(|e| panic!("{e:#}"));
-    follow(&mut b, DIR1_EXT);
+    follow(&mut b, primary(lab, 0, &sa.family));
     eprintln!(
         "pair up: dir master after {} ms, dir2 backup after {} ms more",
         (t1 - t).as_millis(),
@@ -97,8 +171,8 @@ fn start_pair(lab: &PairLab, cfg1: &str, cfg2: &str) -> (Xlvs, Xlvs) {
 }
 
 /// Waits until `x` is backup and follows `master`.
-fn follow(x: &mut Xlvs, master: Ipv4Addr) -> pair::VrrpStatus {
-    let want = master.to_string();
+fn follow(x: &mut Xlvs, master: impl Into<IpAddr>) -> pair::VrrpStatus {
+    let want = master.into().to_string();
     wait_for(
         "backup following the master",
         Duration::from_secs(5),
@@ -125,10 +199,11 @@ fn status(x: &Xlvs) -> pair::VrrpStatus {
 /// `n` new connections through `vip` all answered, by more than one real.
 fn check_new_connections(
     lab: &PairLab,
-    vip: SocketAddrV4,
+    vip: impl Into<SocketAddr>,
     n: usize,
     what: &str,
 ) -> BTreeMap<String, usize> {
+    let vip = vip.into();
     let d = pair::tally(lab.client(), vip, n).unwrap_or_else(|e| panic!("{e:#}"));
     let ok: usize = d
         .iter()
@@ -399,31 +474,49 @@ fn takeover_when_the_master_link_goes_down() {
 
 /// A keep-alive connection doing a request every 50 ms through the VIP
 /// survives the master's failure: no reset, no timeout, every answer from
-/// the same real. The backup had it from connection sync beforehand.
-fn stream_survives(forward: Forward, how: Failure) {
-    let (gateway, vip, cfg1, cfg2, real_port) = match forward {
-        Forward::Nat => (
-            Gateway::Floating,
-            vip_nat(),
-            nat_config(200),
-            nat_config(100),
-            8080,
+/// the same real. The backup had it from connection sync beforehand, and
+/// takes the VIP over: it holds it, announces it (gratuitous ARP or
+/// unsolicited neighbour advertisement, with adverts of its own), and the
+/// client's neighbour entry for it moves to the backup's MAC.
+fn stream_survives(forward: Forward, family: Family, how: Failure) {
+    let (gateway, real_port) = match forward {
+        Forward::Nat => (Gateway::Floating, 8080),
+        _ => (Gateway::Router, 80),
+    };
+    let lab = match family {
+        Family::V4 => lab(gateway),
+        Family::V6 => lab6(gateway),
+    };
+    let (vip, cfg1, cfg2): (SocketAddr, _, _) = match (family, forward) {
+        (Family::V4, Forward::Nat) => (vip_nat().into(), nat_config(family, 200), nat_config(family, 100)),
+        (Family::V4, _) => (vip_dr().into(), dr_config(200, true, true), dr_config(100, true, true)),
+        (Family::V6, Forward::Nat) => (
+            SocketAddr::new(VIP6_NAT.parse().unwrap(), 80),
+            nat_config(family, 200),
+            nat_config(family, 100),
         ),
-        _ => (
-            Gateway::Router,
-            vip_dr(),
-            dr_config(200, true, true),
-            dr_config(100, true, true),
-            80,
+        (Family::V6, _) => (
+            SocketAddr::new(VIP6_DR.parse().unwrap(), 80),
+            dr6_config(200),
+            dr6_config(100),
         ),
     };
-    let lab = lab(gateway);
+    let vip_ip = vip.ip().to_string();
     let (mut a, mut b) = start_pair(&lab, &cfg1, &cfg2);
+    let sb = status(&b);
+    assert_eq!(sb.family, family.json(), "the VRRP instance's family: {sb:?}");
+    let (primary1, primary2) = (primary(&lab, 0, &sb.family), primary(&lab, 1, &sb.family));
+    let gw = family.floating_gw();
     if forward == Forward::Nat {
-        wait_addr(&lab, 0, "int", pair::FLOATING_GW, true);
-        assert!(!lab.has_addr(1, "int", pair::FLOATING_GW).unwrap());
+        wait_addr(&lab, 0, "int", gw, true);
+        assert!(!lab.has_addr(1, "int", gw).unwrap());
     }
+    assert!(lab.has_addr(0, "ext", &vip_ip).unwrap(), "the master holds {vip_ip}");
+    assert!(!lab.has_addr(1, "ext", &vip_ip).unwrap(), "the backup holds {vip_ip}");
     check_new_connections(&lab, vip, 3, "before the failover");
+    let (mac1, mac2) = (lab.mac(0, "ext").unwrap(), lab.mac(1, "ext").unwrap());
+    assert_ne!(mac1, mac2);
+    wait_client_neigh(&lab, &vip_ip, &mac1, "the client to resolve the VIP to dir's MAC");
 
     let mut ka =
         KeepAlive::connect(lab.client(), &vip.to_string()).unwrap_or_else(|e| panic!("{e:#}"));
@@ -431,8 +524,8 @@ fn stream_survives(forward: Forward, how: Failure) {
         .request()
         .unwrap_or_else(|e| panic!("first request: {e:#}"));
     assert!(first.starts_with("real"), "{first}");
-    let real_ip = REAL_IPS[first.trim_start_matches("real").parse::<usize>().unwrap() - 1];
-    let real = format!("{real_ip}:{real_port}");
+    let real_index = first.trim_start_matches("real").parse::<usize>().unwrap() - 1;
+    let real = SocketAddr::new(family.reals()[real_index].parse().unwrap(), real_port).to_string();
     let stream = Stream::start(ka, Duration::from_millis(50), Duration::from_secs(40)).unwrap();
     let client = stream.local.to_string();
 
@@ -461,20 +554,37 @@ fn stream_survives(forward: Forward, how: Failure) {
     .unwrap();
 
     let sniffer = Sniffer::start(lab.client(), "eth0", Duration::from_secs(30)).unwrap();
-    let (mac1, mac2) = (lab.mac(0, "ext").unwrap(), lab.mac(1, "ext").unwrap());
     let t_fail = Instant::now();
     fail_master(&lab, &mut a, how);
-    pair::wait_state(&mut b, "master", Duration::from_secs(3)).unwrap_or_else(|e| panic!("{e:#}"));
-    let t_master = Instant::now();
-    // Twenty exchanges after the takeover, or the stream's end.
+    let sb = pair::wait_state(&mut b, "master", Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(sb.master, Some(primary2.to_string()), "{sb:?}");
+    // The VIP moved, and the client followed the new master's
+    // announcement of it. From then on the client sends to dir2 only: a
+    // killed director's data plane still forwards what it knows (IPv4),
+    // so exchanges before this would not prove that dir2 carries the
+    // stream.
+    wait_addr(&lab, 1, "ext", &vip_ip, true);
+    // A broken stream is reported below, with who reset it.
+    let followed = !stream.ended();
+    if followed {
+        wait_client_neigh(
+            &lab,
+            &vip_ip,
+            &mac2,
+            "the client's neighbour entry for the VIP to move to dir2",
+        );
+    }
+    let t_moved = Instant::now();
+    // Twenty exchanges through dir2, or the stream's end.
     let _ = wait_for(
-        "exchanges after the takeover",
+        "exchanges through the new master",
         Duration::from_secs(10),
         || {
             let after = stream
                 .log()
                 .iter()
-                .filter(|e| e.at > t_master && e.result.is_ok())
+                .filter(|e| e.at > t_moved && e.result.is_ok())
                 .count();
             Ok((after >= 20 || stream.ended()).then_some(()))
         },
@@ -491,15 +601,21 @@ fn stream_survives(forward: Forward, how: Failure) {
             });
     let after = log
         .iter()
-        .filter(|e| e.at > t_fail && e.result.is_ok())
+        .filter(|e| e.at > t_moved && e.result.is_ok())
         .count();
     eprintln!(
-        "{forward:?}/{how:?}: {} exchanges, {after} after the failure, longest {} ms, answers {names:?}",
+        "{forward:?}/{family:?}/{how:?}: {} exchanges, {after} through dir2 once the client followed it \
+         ({}), longest {} ms, answers {names:?}",
         log.len(),
+        if followed {
+            format!("+{} ms", t_moved.saturating_duration_since(t_fail).as_millis())
+        } else {
+            "not waited for: the stream had ended".into()
+        },
         stall.as_millis()
     );
     println!(
-        "stream_stall_ms={} ({forward:?}, {how:?})",
+        "stream_stall_ms={} ({forward:?}, {family:?}, {how:?})",
         stall.as_millis()
     );
     if let Some(e) = errors.first() {
@@ -527,7 +643,7 @@ fn stream_survives(forward: Forward, how: Failure) {
             })
             .collect();
         panic!(
-            "the connection {client} -> {vip} broke {} ms after the failure ({how:?}): {:?}\n\
+            "the connection {client} -> {vip} broke {} ms after the failure ({family:?}, {how:?}): {:?}\n\
              resets seen by the client: {resets:#?}\n\
              the old master still holds the VIP: {:?}; XDP still on its ext: {:?}\n\
              old master's stderr:\n{}\nnew master's stderr:\n{}",
@@ -544,20 +660,48 @@ fn stream_survives(forward: Forward, how: Failure) {
         [&first],
         "answers from another real: {names:?}"
     );
-    assert!(after >= 20, "only {after} exchanges after the failure");
+    assert!(after >= 20, "only {after} exchanges after the client moved to dir2");
     // The new master forwards it from the synced entry.
     assert!(
         pair::find_connection(&b, &client, &real).unwrap().is_some(),
         "{:?}",
         pair::connections(&b)
     );
+    // The entry moved by the announcement, not by some later resolution.
+    let announced = sniffer.first_after(t_fail, |s| match s {
+        Seen::Garp { ip, mac } => ip.to_string() == vip_ip && pair::mac_text(mac) == mac2,
+        Seen::UnsolicitedNa { ip, mac } => ip.to_string() == vip_ip && pair::mac_text(mac) == mac2,
+        _ => false,
+    });
+    assert!(
+        announced.is_some(),
+        "dir2 did not announce {vip_ip} with its MAC {mac2} ({})",
+        match family {
+            Family::V4 => "gratuitous ARP",
+            Family::V6 => "unsolicited neighbour advertisement",
+        }
+    );
+    let events = sniffer.events();
+    let adverts2 = events
+        .iter()
+        .filter(|(at, s)| *at >= t_fail && matches!(s, Seen::Advert { src, .. } if *src == primary2))
+        .count();
+    assert!(adverts2 >= 3, "{adverts2} adverts of dir2 from {primary2} after the failure");
+    assert!(
+        events.iter().all(|(_, s)| match s {
+            Seen::Advert { src, ttl, vrid, .. } =>
+                *vrid != VRID || (*ttl == 255 && (*src == primary1 || *src == primary2)),
+            _ => true,
+        }),
+        "adverts of vrid {VRID} from elsewhere than {primary1}/{primary2} or without TTL/hop limit 255: {:?}",
+        events.iter().filter(|(_, s)| matches!(s, Seen::Advert { .. })).collect::<Vec<_>>()
+    );
     if forward == Forward::Nat {
         // The reals' gateway moved with the VIP.
-        wait_addr(&lab, 1, "int", pair::FLOATING_GW, true);
+        wait_addr(&lab, 1, "int", gw, true);
         let int2 = lab.mac(1, "int").unwrap();
-        let i = REAL_IPS.iter().position(|ip| *ip == real_ip).unwrap();
         assert_eq!(
-            lab.real_gw_mac(i).unwrap(),
+            lab.real_gw_mac(real_index, gw).unwrap(),
             Some(int2),
             "{first} still sends its replies elsewhere"
         );
@@ -566,22 +710,51 @@ fn stream_survives(forward: Forward, how: Failure) {
 
 #[test]
 fn dr_stream_survives_the_master_killed() {
-    stream_survives(Forward::Dr, Failure::Kill);
+    stream_survives(Forward::Dr, Family::V4, Failure::Kill);
 }
 
 #[test]
 fn nat_stream_survives_the_master_killed() {
-    stream_survives(Forward::Nat, Failure::Kill);
+    stream_survives(Forward::Nat, Family::V4, Failure::Kill);
 }
 
 #[test]
 fn dr_stream_survives_the_master_cut_off() {
-    stream_survives(Forward::Dr, Failure::LinkDown);
+    stream_survives(Forward::Dr, Family::V4, Failure::LinkDown);
 }
 
 #[test]
 fn nat_stream_survives_the_master_cut_off() {
-    stream_survives(Forward::Nat, Failure::LinkDown);
+    stream_survives(Forward::Nat, Family::V4, Failure::LinkDown);
+}
+
+// A killed director resets its IPv6 connections before the backup takes
+// over: `xlvs_director` reaches the IPv6 path by a tail call through the
+// SCHEDULERS program array, which the kernel empties when the last process
+// holding it (the dead `xlvs run`) goes, so its IPv6 frames fall through to
+// XDP_PASS and its kernel, which still holds the VIP, answers with RST.
+// IPv4's established flows need no tail call and keep going. These two
+// reproduce it; run them with --ignored.
+#[test]
+#[ignore = "known bug: a killed director's IPv6 path goes with its program array (see the comment)"]
+fn dr6_stream_survives_the_master_killed() {
+    stream_survives(Forward::Dr, Family::V6, Failure::Kill);
+}
+
+#[test]
+#[ignore = "known bug: a killed director's IPv6 path goes with its program array (see the comment)"]
+fn nat6_stream_survives_the_master_killed() {
+    stream_survives(Forward::Nat, Family::V6, Failure::Kill);
+}
+
+#[test]
+fn dr6_stream_survives_the_master_cut_off() {
+    stream_survives(Forward::Dr, Family::V6, Failure::LinkDown);
+}
+
+#[test]
+fn nat6_stream_survives_the_master_cut_off() {
+    stream_survives(Forward::Nat, Family::V6, Failure::LinkDown);
 }
 
 // ----------------------------------------------------------- preemption
