@@ -166,7 +166,7 @@ fn memory_of(ebpf: &Ebpf) -> Vec<MapMemory> {
 /// service, VIP:80 → REAL1:8080, written into its maps as the fixtures do.
 struct Director {
     ebpf: Ebpf,
-    _schedulers: aya::maps::ProgramArray<MapData>,
+    _schedulers: aya::maps::Map,
 }
 
 impl Director {

@@ -25,6 +25,7 @@ pub mod conns;
 pub mod programs;
 pub mod tables;
 pub mod xdp_link;
+pub mod pin;
 
 pub use apply::{Applied, RealKey, ServiceKey as ServiceAddr};
 
@@ -67,9 +68,10 @@ pub struct Installed {
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    /// Held only to keep the scheduler table filled (see
-    /// `programs::load_director`).
-    _schedulers: aya::maps::ProgramArray<MapData>,
+    /// The tail-call table, held to keep it filled (see
+    /// `programs::load_director`), and pinned while attached (`pin`).
+    schedulers: Map,
+    pinned: Option<std::path::PathBuf>,
     services: HashMap<MapData, ServiceKey, Service>,
     service_ranges: LpmTrie<MapData, RangeData, Service>,
     service_reals: Array<MapData, ServiceReals>,
@@ -106,6 +108,9 @@ impl Drop for Dataplane {
                 tracing::warn!(ifindex, error = %e, "cannot detach XDP");
             }
         }
+        if let Some(path) = self.pinned.take() {
+            pin::remove(&path);
+        }
     }
 }
 
@@ -134,7 +139,8 @@ impl Dataplane {
             .load(crate::ebpf_object())?;
         let schedulers = programs::load_director(&mut ebpf)?;
         Ok(Self {
-            _schedulers: schedulers,
+            schedulers,
+            pinned: None,
             services: take(&mut ebpf, MAP_SERVICES)?,
             service_ranges: take(&mut ebpf, MAP_SERVICE_RANGES)?,
             service_reals: take(&mut ebpf, MAP_SERVICE_REALS)?,
@@ -186,7 +192,31 @@ impl Dataplane {
         let fd = program.fd().map_err(|source| Error::Program { name: PROG_DIRECTOR, source })?;
         xdp_link::attach(ifindex, std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))).map_err(attach_err)?;
         self.attached.push(ifindex);
+        if self.pinned.is_none() {
+            self.pin_schedulers();
+        }
         Ok(())
+    }
+
+    /// Pins the tail-call table, so that it outlives this process if it
+    /// dies attached (`pin`). Without bpffs the director still runs, but a
+    /// dead one keeps only IPv4's established flows: said once, here.
+    fn pin_schedulers(&mut self) {
+        let pinned = pin::prepare().and_then(|path| {
+            self.schedulers.pin(&path).map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok(path)
+        });
+        match pinned {
+            Ok(path) => {
+                tracing::debug!(path = %path.display(), "tail-call table pinned");
+                self.pinned = Some(path);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot pin the tail-call table in bpffs: if this director dies without \
+                 stopping, its data plane keeps only IPv4's established flows"
+            ),
+        }
     }
 
     /// Sets the run-time switches (standby, sync).

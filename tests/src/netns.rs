@@ -145,10 +145,27 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // A director killed in here left its tail-call table pinned
+        // (`lb_user::dataplane::pin`): it goes with the namespace.
+        if let Ok(meta) = std::fs::metadata(self.path()) {
+            use std::os::unix::fs::MetadataExt as _;
+            let pin = director_pin(meta.ino());
+            let _ = std::fs::remove_file(&pin);
+            if let Some(dir) = pin.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("warning: deleting namespace {}: {e:#}", self.name);
         }
     }
+}
+
+/// Where a director in the network namespace of inode `netns` pins its
+/// tail-call table: `lb_user::dataplane::pin::path_for`, which this crate's
+/// library does not link (`reconcile.rs` checks that the two agree).
+pub fn director_pin(netns: u64) -> PathBuf {
+    Path::new("/sys/fs/bpf/xlvs").join(format!("net-{netns}")).join("schedulers")
 }
 
 /// [`Netns::run_in`] for a namespace given by name (`/run/netns/NAME`).

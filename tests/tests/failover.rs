@@ -336,29 +336,41 @@ fn takeover(how: Failure) -> Duration {
             a.check_running().is_err()
         });
         assert!(gone, "the killed xlvs did not exit within 2 s");
-        // By design its program stays attached (over netlink): the dead
-        // director keeps forwarding the connections it has, as IPVS does
-        // when keepalived dies, but schedules nothing new (its scheduler
-        // table went with its process), so new connections only work once
-        // the backup has taken over.
+        // By design its program stays attached (over netlink) and its
+        // tail-call table pinned: the dead director keeps forwarding, and
+        // scheduling, as IPVS does when keepalived dies, until the backup's
+        // gratuitous ARPs move the client.
         assert!(
             xlvs::xdp_attached(lab.dir(0), "ext").unwrap(),
             "the killed director's data plane should stay attached"
         );
     }
-    let (t_ok, real, failed) = pair::connect_until_ok(
-        lab.client(),
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nbackup: {:?}\nbackup stderr:\n{}",
-            pair::vrrp_status(&b),
-            b.stderr()
-        )
-    });
+    // That first connection went through dir2.
+    let conns2 = |b: &Xlvs| -> u64 {
+        let j = b.list_json().unwrap();
+        let svc = j
+            .service("tcp", &xlvs::dr_tcp_addr())
+            .cloned()
+            .expect("the DR service on dir2");
+        svc.reals
+            .iter()
+            .filter_map(|r| r.stats.as_ref())
+            .map(|s| s.conns)
+            .sum()
+    };
+    // The takeover ends with the first connection through dir2; until
+    // then a killed dir1 may still answer them itself.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (t_ok, real, failed) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answered = pair::connect_until_ok(lab.client(), vip, Duration::from_millis(10), left)
+            .unwrap_or_else(|e| panic!("{e:#}\nbackup: {:?}\nbackup stderr:\n{}", pair::vrrp_status(&b), b.stderr()));
+        if conns2(&b) >= 1 {
+            break answered;
+        }
+        assert!(Instant::now() < deadline, "no connection went through dir2 within 5 s");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let last_advert = sniffer.last_advert_from(DIR1_EXT, t_fail);
     let from = last_advert.unwrap_or(t_fail);
     let took = t_ok - from;
@@ -397,23 +409,6 @@ fn takeover(how: Failure) -> Duration {
     assert!(
         first_garp2.is_some(),
         "dir2 sent no gratuitous ARP after the failure"
-    );
-    // That first connection went through dir2.
-    let conns2 = |b: &Xlvs| -> u64 {
-        let j = b.list_json().unwrap();
-        let svc = j
-            .service("tcp", &xlvs::dr_tcp_addr())
-            .cloned()
-            .expect("the DR service on dir2");
-        svc.reals
-            .iter()
-            .filter_map(|r| r.stats.as_ref())
-            .map(|s| s.conns)
-            .sum()
-    };
-    assert!(
-        conns2(&b) >= 1,
-        "the first answered connection did not go through dir2"
     );
 
     // After: dir2 is master, holds the VIP, the client follows it.
@@ -728,21 +723,16 @@ fn nat_stream_survives_the_master_cut_off() {
     stream_survives(Forward::Nat, Family::V4, Failure::LinkDown);
 }
 
-// A killed director resets its IPv6 connections before the backup takes
-// over: `xlvs_director` reaches the IPv6 path by a tail call through the
-// SCHEDULERS program array, which the kernel empties when the last process
-// holding it (the dead `xlvs run`) goes, so its IPv6 frames fall through to
-// XDP_PASS and its kernel, which still holds the VIP, answers with RST.
-// IPv4's established flows need no tail call and keep going. These two
-// reproduce it; run them with --ignored.
+// A killed director's IPv6 path goes through a tail call (SCHEDULERS):
+// the table stays filled after its death only because the director pins it
+// in bpffs (`lb_user::dataplane::pin`); without the pin, the dead director's
+// kernel, which still holds the VIP, would answer these streams with RST.
 #[test]
-#[ignore = "known bug: a killed director's IPv6 path goes with its program array (see the comment)"]
 fn dr6_stream_survives_the_master_killed() {
     stream_survives(Forward::Dr, Family::V6, Failure::Kill);
 }
 
 #[test]
-#[ignore = "known bug: a killed director's IPv6 path goes with its program array (see the comment)"]
 fn nat6_stream_survives_the_master_killed() {
     stream_survives(Forward::Nat, Family::V6, Failure::Kill);
 }

@@ -1,8 +1,9 @@
 //! `Dataplane::apply` against the loaded maps: a reload or an edit changes
 //! only what differs, keeps the ids (so connections and counters) of what
 //! stays, retires what leaves, and refuses a change it has no room for
-//! without touching anything. Needs root (loads the XDP object; attaches to
-//! nothing).
+//! without touching anything; and while attached, its tail-call table is
+//! pinned. Needs root (loads the XDP object; attaches only to a veth in a
+//! namespace of its own).
 //!
 //! ```text
 //! cargo test --release -p tests --test reconcile
@@ -144,4 +145,64 @@ fn a_change_without_room_changes_nothing() {
     assert!(e.to_string().contains("8192 new reals but only 8190 free real ids"), "{e}");
     assert_eq!(ids(&dp), before, "nothing changed");
     assert_eq!(dp.service_entry(&small.services[0]).unwrap().nreals, 2);
+}
+
+/// While attached, the tail-call table is pinned in bpffs under the
+/// namespace's inode, filled, so that a director that dies attached leaves
+/// a whole data plane (the failover suite kills one); a clean stop unpins.
+#[test]
+fn the_tail_call_table_is_pinned_while_attached() {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = tests::netns::Netns::create(&format!("{}-pin", tests::netns::unique_prefix())).unwrap();
+    ns.ip(&["link", "add", "pin0", "type", "veth", "peer", "name", "pin1"]).unwrap();
+    ns.ip(&["link", "set", "pin0", "up"]).unwrap();
+    ns.ip(&["link", "set", "pin1", "up"]).unwrap();
+    let pin = tests::netns::director_pin(std::fs::metadata(ns.path()).unwrap().ino());
+    let slots = ns
+        .run_in(|| {
+            assert_eq!(pin, lb_user::dataplane::pin::path_for(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()));
+            let mut dp = Dataplane::load(4096).expect("load the XDP object (root?)");
+            assert!(!pin.exists(), "nothing is pinned before the director attaches");
+            dp.attach("pin0").expect("attach to the namespace's veth");
+            let table = aya::maps::MapData::from_pin(&pin).expect("the table is pinned");
+            let slots: HashSet<u32> = (0..lb_common::SCHEDULERS_SLOTS).filter(|&slot| prog_id(&table, slot).is_some()).collect();
+            drop(dp);
+            assert!(!pin.exists(), "a clean stop unpins");
+            slots
+        })
+        .unwrap();
+    let want: HashSet<u32> = lb_common::PROG_SCHEDULERS
+        .iter()
+        .map(|(slot, _)| u32::from(*slot))
+        .chain([lb_common::SCHED_CONNECT, lb_common::SLOT_ICMP, lb_common::SLOT_FRAGMENT, lb_common::SLOT_IPV6])
+        .collect();
+    assert_eq!(slots, want, "every slot the director tail-calls is filled in the pinned table");
+}
+
+/// The id of the program in slot `slot` of a program array (the kernel
+/// answers a lookup from user space with it), if the slot is filled. aya
+/// has no lookup for program arrays.
+fn prog_id(table: &aya::maps::MapData, slot: u32) -> Option<u32> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    #[repr(C)]
+    struct Lookup {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut id = 0u32;
+    let attr = Lookup {
+        map_fd: table.fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: (&raw const slot) as u64,
+        value: (&raw mut id) as u64,
+        flags: 0,
+    };
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    // SAFETY: a valid attr for BPF_MAP_LOOKUP_ELEM, whose key and value
+    // point to live u32s.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_ELEM, &raw const attr, size_of::<Lookup>()) };
+    (rc == 0).then_some(id)
 }

@@ -3,7 +3,7 @@
 
 use aya::{
     Ebpf,
-    maps::{MapData, ProgramArray},
+    maps::{Map, ProgramArray},
     programs::Xdp,
 };
 use lb_common::{
@@ -19,17 +19,19 @@ use super::Error;
 /// reaches `xlvs_icmp`, a fragment past the first `xlvs_fragment` and IPv6
 /// `xlvs_director6`.
 ///
-/// Keep the returned table for as long as the director runs: the kernel
-/// empties a program array when user space closes its last handle on it.
+/// Keep the returned table for as long as the director runs (or pin it,
+/// see `pin`): the kernel empties a program array when user space closes
+/// its last handle on it.
 ///
 /// # Errors
 /// When a program is missing or refused (the error carries the verifier
 /// log), or the table cannot be written.
-pub fn load_director(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Error> {
+pub fn load_director(ebpf: &mut Ebpf) -> Result<Map, Error> {
     // Taken out of `ebpf` so that programs can be borrowed while it is
     // written.
-    let map = ebpf.take_map(MAP_SCHEDULERS).ok_or(Error::Missing(MAP_SCHEDULERS))?;
-    let mut table = ProgramArray::try_from(map).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
+    let mut map = ebpf.take_map(MAP_SCHEDULERS).ok_or(Error::Missing(MAP_SCHEDULERS))?;
+    let mut table =
+        ProgramArray::try_from(&mut map).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
     let slots = PROG_SCHEDULERS.iter().map(|(id, name)| (u32::from(*id), *name));
     let others = [
         (SCHED_CONNECT, PROG_CONNECT),
@@ -44,7 +46,7 @@ pub fn load_director(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, Error> {
         table.set(slot, fd, 0).map_err(|source| Error::Map { name: MAP_SCHEDULERS, source })?;
     }
     xdp(ebpf, PROG_DIRECTOR)?.load().map_err(|source| Error::Program { name: PROG_DIRECTOR, source })?;
-    Ok(table)
+    Ok(map)
 }
 
 fn xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {

@@ -596,7 +596,7 @@ pub fn tun_real(addr: [u8; 4], vport: u16) -> Real {
 pub struct Lb {
     ebpf: Ebpf,
     /// Keeps the scheduler table filled while the instance lives.
-    _schedulers: aya::maps::ProgramArray<MapData>,
+    _schedulers: aya::maps::Map,
     services: Vec<ServiceKey>,
     next_real: u32,
 }
