@@ -286,8 +286,9 @@ fn why_missed(target: &str) -> Option<&'static str> {
              while the director keeps a closed NAT connection in TIME_WAIT for two \
              minutes, so most SYNs meet their port's old connection and, as in \
              IPVS (`conn_reuse_mode` 1), expire it before being scheduled: two \
-             deletes more (the run's log counts them as `conn_rescheduled`). Add \
-             the per-packet copy of the keep-alive case. Client, reals and director share the \
+             deletes more (the run's log counts them as `conn_rescheduled`). On \
+             veth, XDP also copies every packet it gets from the bridge into a \
+             page of its own (see the method). Client, reals and director share the \
              VM's 2 CPUs, so requests/s measure the whole machine's CPU per request, \
              of which the director's share is small either way (the CPU columns \
              compare the director's own cost per request)."
