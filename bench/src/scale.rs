@@ -402,7 +402,7 @@ fn weighted_service(
 }
 
 fn weight_changes(repeats: usize) -> Result<Vec<WeightChange>> {
-    let mut dp = Dataplane::load(DEFAULT_CONN_TABLE_SIZE)
+    let mut dp = Dataplane::load(DEFAULT_CONN_TABLE_SIZE, lb_common::DEFAULT_CACHE_SIZE)
         .map_err(|e| anyhow::anyhow!("loading the data plane: {e:?}"))?;
     let counter = SysCount::new()?;
     let hops = StdHashMap::new();

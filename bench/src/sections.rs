@@ -558,10 +558,10 @@ pub fn scale_md(sc: &scale::Report, s: &mut String) {
     }
     let _ = writeln!(
         s,
-        "\nSizes: `CONNS` is `[director] conn_table_size`. The persistence\n\
-         templates and the lblc/lblcr caches (`TEMPLATES`, `LBLC`, `LBLCR`) have\n\
-         {} entries each, fixed at build time (`DEFAULT_CACHE_SIZE`); the\n\
-         others are bounded by the limits on services and reals.",
+        "\nSizes: `CONNS` is `[director] conn_table_size`; the persistence\n\
+         templates and the lblc/lblcr caches (`TEMPLATES`, `LBLC`, `LBLCR`) are\n\
+         `[director] cache_size` each, {} entries by default; the others are\n\
+         bounded by the limits on services and reals.",
         thousands(u64::from(lb_common::DEFAULT_CACHE_SIZE))
     );
     let _ = writeln!(

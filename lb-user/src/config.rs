@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_common::{
-    DEFAULT_CONN_TABLE_SIZE, MAX_MAGLEV_SERVICES, MAX_REALS, MAX_REALS_PER_SERVICE, MAX_SERVICES,
+    DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE, MAX_MAGLEV_SERVICES, MAX_REALS, MAX_REALS_PER_SERVICE, MAX_SERVICES,
     SVC_F_PERSISTENT,
     sched::{Scheduler, lblc::LBLC_DEFAULT_EXPIRATION_SECS},
 };
@@ -217,6 +217,9 @@ impl<'de> Deserialize<'de> for VirtualAddr {
 pub struct Config {
     pub interfaces: Vec<String>,
     pub conn_table_size: u32,
+    /// Entries of each of the persistence templates' and the lblc/lblcr
+    /// caches' tables.
+    pub cache_size: u32,
     /// The idle timeouts at start-up (`xlvs set --timeout` changes them).
     pub timeouts: Timeouts,
     /// Re-read the file when it changes (SIGHUP always reloads).
@@ -322,6 +325,9 @@ struct DirectorSection {
     interfaces: Spanned<Vec<String>>,
     /// Connection table entries (a NAT flow takes two).
     conn_table_size: Option<Spanned<u32>>,
+    /// Entries of the persistence templates' table, and of each of the
+    /// lblc and lblcr caches.
+    cache_size: Option<Spanned<u32>>,
     /// Idle timeout of an ESTABLISHED TCP connection, in seconds (ipvsadm
     /// `--set`'s tcp); 900 when absent.
     timeout_tcp: Option<Spanned<i64>>,
@@ -477,6 +483,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         Some(size) => *size.get_ref(),
     };
+    let cache_size = match &raw.director.cache_size {
+        None => DEFAULT_CACHE_SIZE,
+        Some(size) if *size.get_ref() < 1024 => {
+            return Err(at.error(size.span().start, "director.cache_size", "must be at least 1024"));
+        }
+        Some(size) => *size.get_ref(),
+    };
     let defaults = Timeouts::default();
     let max = i64::from(MAX_TIMEOUT);
     let timeouts = Timeouts {
@@ -534,7 +547,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(sync::parse(&at, section.span().start, section.get_ref(), pair)?)
         }
     };
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, timeouts, autoreload, metrics, services, vrrp, sync })
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, cache_size, timeouts, autoreload, metrics, services, vrrp, sync })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {
@@ -860,6 +873,7 @@ weight = 2
         let c = parse("t.toml", GOOD).unwrap();
         assert_eq!(c.interfaces, ["veth-ext"]);
         assert_eq!(c.conn_table_size, DEFAULT_CONN_TABLE_SIZE);
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
         assert_eq!(c.timeouts, Timeouts::default());
         let s = &c.services[0];
         assert_eq!((s.protocol, s.vip), (Protocol::Tcp, VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 100), 80)));
@@ -990,6 +1004,7 @@ weight = 2
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"a\", \"a\"]", 3, "director.interfaces", "listed twice"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"a-name-that-is-far-too-long\"]", 3, "director.interfaces", "not a valid interface name"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nconn_table_size = 10", 4, "director.conn_table_size", "at least 1024"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ncache_size = 1023", 4, "director.cache_size", "at least 1024"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcp = 0", 4, "director.timeout_tcp", "0 is out of range 1..=2678400"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcpfin = 2678401", 4, "director.timeout_tcpfin", "out of range 1..=2678400"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_udp = -1", 4, "director.timeout_udp", "out of range"),

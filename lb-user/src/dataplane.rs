@@ -129,13 +129,19 @@ fn take_counters(ebpf: &mut Ebpf) -> Result<SharedCounters, Error> {
 }
 
 impl Dataplane {
-    /// Loads the director program (through the verifier) and takes its maps.
+    /// Loads the director program (through the verifier) and takes its
+    /// maps: `CONNS` of `conn_table_size` entries, the persistence
+    /// templates and the lblc/lblcr caches of `cache_size` each
+    /// (`[director]`'s keys).
     ///
     /// # Errors
     /// When the object does not load; a verifier rejection carries its log.
-    pub fn load(conn_table_size: u32) -> Result<Self, Error> {
+    pub fn load(conn_table_size: u32, cache_size: u32) -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_CONNS, conn_table_size)
+            .map_max_entries(MAP_TEMPLATES, cache_size)
+            .map_max_entries(MAP_LBLC, cache_size)
+            .map_max_entries(MAP_LBLCR, cache_size)
             .load(crate::ebpf_object())?;
         let schedulers = programs::load_director(&mut ebpf)?;
         Ok(Self {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use lb_common::sched::Scheduler;
+use lb_common::{DEFAULT_CACHE_SIZE, sched::Scheduler};
 use lb_user::{
     config::{self, Config},
     dataplane::{Applied, Dataplane},
@@ -45,7 +45,16 @@ fn ids(dp: &Dataplane) -> (HashMap<String, u32>, HashMap<String, u32>) {
 
 #[test]
 fn apply_changes_only_what_differs() {
-    let mut dp = Dataplane::load(4096).expect("load the XDP object (root?)");
+    let mut dp = Dataplane::load(4096, 2048).expect("load the XDP object (root?)");
+    // `[director] conn_table_size` and `cache_size` size the tables.
+    let sizes: HashMap<String, u32> = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| matches!(m.max_entries(), 2048 | 4096))
+        .filter_map(|m| Some((m.name_as_str()?.to_owned(), m.max_entries())))
+        .collect();
+    for (map, want) in [("CONNS", 4096), ("TEMPLATES", 2048), ("LBLC", 2048), ("LBLCR", 2048)] {
+        assert_eq!(sizes.get(map), Some(&want), "{map}'s entries: {sizes:?}");
+    }
     let hops = HashMap::new();
     let a = parse(&[
         service("tcp", "10.100.0.1:80", "wrr", &[("10.0.1.1", 1), ("10.0.1.2", 2), ("10.0.1.3", 3)]),
@@ -126,7 +135,7 @@ fn apply_changes_only_what_differs() {
 
 #[test]
 fn a_change_without_room_changes_nothing() {
-    let mut dp = Dataplane::load(4096).expect("load the XDP object (root?)");
+    let mut dp = Dataplane::load(4096, DEFAULT_CACHE_SIZE).expect("load the XDP object (root?)");
     let hops = HashMap::new();
     let small = parse(&service("tcp", "10.100.0.1:80", "rr", &[("10.0.1.1", 1), ("10.0.1.2", 1)]));
     dp.apply(&small.services, &hops).unwrap();
@@ -161,7 +170,7 @@ fn the_tail_call_table_is_pinned_while_attached() {
     let slots = ns
         .run_in(|| {
             assert_eq!(pin, lb_user::dataplane::pin::path_for(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()));
-            let mut dp = Dataplane::load(4096).expect("load the XDP object (root?)");
+            let mut dp = Dataplane::load(4096, DEFAULT_CACHE_SIZE).expect("load the XDP object (root?)");
             assert!(!pin.exists(), "nothing is pinned before the director attaches");
             dp.attach("pin0").expect("attach to the namespace's veth");
             let table = aya::maps::MapData::from_pin(&pin).expect("the table is pinned");

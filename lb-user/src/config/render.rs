@@ -26,6 +26,7 @@ pub fn render(config: &Config) -> String {
     let interfaces: Vec<String> = config.interfaces.iter().map(|i| quote(i)).collect();
     line(w, &format!("interfaces = [{}]", interfaces.join(", ")));
     line(w, &format!("conn_table_size = {}", config.conn_table_size));
+    line(w, &format!("cache_size = {}", config.cache_size));
     line(w, &format!("timeout_tcp = {}", config.timeouts.tcp));
     line(w, &format!("timeout_tcpfin = {}", config.timeouts.tcpfin));
     line(w, &format!("timeout_udp = {}", config.timeouts.udp));
@@ -307,7 +308,7 @@ mod tests {
         round_trip(&one_service("persistent = true\n"));
         round_trip(&one_service("persistent = 600\nnetmask = \"255.255.0.0\"\n"));
         round_trip(&format!("{HEAD}[[virtual]]\naddress = \"10.50.0.0/16:80\"\nprotocol = \"udp\"\n[[virtual]]\naddress = \"10.50.1.0/24:80\"\n"));
-        round_trip(&format!("{HEAD}conn_table_size = 4096\ntimeout_tcp = 3600\ntimeout_tcpfin = 30\ntimeout_udp = 10\nautoreload = true\nmetrics = \"127.0.0.1:9108\"\n"));
+        round_trip(&format!("{HEAD}conn_table_size = 4096\ncache_size = 2048\ntimeout_tcp = 3600\ntimeout_tcpfin = 30\ntimeout_udp = 10\nautoreload = true\nmetrics = \"127.0.0.1:9108\"\n"));
         round_trip(&format!("{HEAD}metrics = \"[::1]:9108\"\n"));
         round_trip(HEAD);
     }
@@ -487,6 +488,7 @@ address = "10.0.1.53:5353"
         let expected = r#"[director]
 interfaces = ["eth0"]
 conn_table_size = 262144
+cache_size = 65536
 timeout_tcp = 900
 timeout_tcpfin = 120
 timeout_udp = 300
