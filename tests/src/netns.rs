@@ -151,8 +151,11 @@ impl Drop for Netns {
             use std::os::unix::fs::MetadataExt as _;
             let pin = director_pin(meta.ino());
             let _ = std::fs::remove_file(&pin);
-            if let Some(dir) = pin.parent() {
-                let _ = std::fs::remove_dir(dir);
+            // Its namespace's directory, then `xlvs` itself, once empty.
+            for dir in pin.ancestors().skip(1).take(2) {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
             }
         }
         if let Err(e) = ip(&["netns", "del", &self.name]) {

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use lb_common::{DEFAULT_CACHE_SIZE, sched::Scheduler};
 use lb_user::{
@@ -177,6 +178,8 @@ fn the_tail_call_table_is_pinned_while_attached() {
             let slots: HashSet<u32> = (0..lb_common::SCHEDULERS_SLOTS).filter(|&slot| prog_id(&table, slot).is_some()).collect();
             drop(dp);
             assert!(!pin.exists(), "a clean stop unpins");
+            let xlvs_dir = pin.parent().and_then(Path::parent).unwrap();
+            assert!(!xlvs_dir.exists(), "a clean stop leaves nothing of its own in bpffs: {}", xlvs_dir.display());
             slots
         })
         .unwrap();

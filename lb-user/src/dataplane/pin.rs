@@ -54,7 +54,9 @@ pub fn prepare() -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Removes the pin at `path` and its namespace's directory, when empty.
+/// Removes the pin at `path`, and the directories [`prepare`] made for it
+/// once they are empty (another namespace's director may still have its
+/// own pin there).
 pub fn remove(path: &Path) {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -62,8 +64,10 @@ pub fn remove(path: &Path) {
         }
         _ => {}
     }
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::remove_dir(dir);
+    for dir in path.ancestors().skip(1).take(2) {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
     }
 }
 
