@@ -392,6 +392,13 @@ impl ConnKey {
             _pad: [0; 2],
         }
     }
+
+    /// The key of a NAT connection's replies: from the real at `addr` and
+    /// `port` (network order) back to this client key's client.
+    #[must_use]
+    pub const fn nat_reply(&self, addr: [u32; 4], port: u16) -> Self {
+        Self { saddr: addr, daddr: self.saddr, sport: port, dport: self.sport, ..*self }
+    }
 }
 
 /// `Conn::flags`: this entry is keyed by a NAT reply (real → client).

@@ -121,15 +121,7 @@ fn record(
     }
     if real.forward == FWD_NAT {
         if let Some(eth) = forward::eth(ctx) {
-            let reply_key = ConnKey {
-                saddr: real.addr,
-                daddr: flow.saddr,
-                sport: real.port,
-                dport: flow.sport,
-                proto: flow.proto,
-                family: flow.family,
-                _pad: [0; 2],
-            };
+            let reply_key = key.nat_reply(real.addr, real.port);
             // The client's entry is in the table: the reply entry is built
             // in the same place, to keep this function's stack small (the
             // schedulers that call it have large frames of their own).

@@ -204,8 +204,7 @@ fn expire_now(key: &ConnKey, conn: &Conn) {
     };
     accounting::expire(old.real, &old, real);
     if old.flags & CONN_F_NOOUTPUT == 0 {
-        let reply = ConnKey { saddr: real.addr, daddr: key.saddr, sport: real.port, dport: key.sport, ..*key };
-        let _ = CONNS.remove(&reply);
+        let _ = CONNS.remove(&key.nat_reply(real.addr, real.port));
     }
 }
 

@@ -476,20 +476,14 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             return Err(at.error(raw.director.interfaces.span().start, "director.interfaces", format!("'{name}' is listed twice")));
         }
     }
-    let conn_table_size = match &raw.director.conn_table_size {
-        None => DEFAULT_CONN_TABLE_SIZE,
-        Some(size) if *size.get_ref() < 1024 => {
-            return Err(at.error(size.span().start, "director.conn_table_size", "must be at least 1024"));
-        }
-        Some(size) => *size.get_ref(),
+    // A table's entries, when set: at least 1024.
+    let table_size = |size: &Option<Spanned<u32>>, key: &str, default: u32| match size {
+        None => Ok(default),
+        Some(size) if *size.get_ref() < 1024 => Err(at.error(size.span().start, key, "must be at least 1024")),
+        Some(size) => Ok(*size.get_ref()),
     };
-    let cache_size = match &raw.director.cache_size {
-        None => DEFAULT_CACHE_SIZE,
-        Some(size) if *size.get_ref() < 1024 => {
-            return Err(at.error(size.span().start, "director.cache_size", "must be at least 1024"));
-        }
-        Some(size) => *size.get_ref(),
-    };
+    let conn_table_size = table_size(&raw.director.conn_table_size, "director.conn_table_size", DEFAULT_CONN_TABLE_SIZE)?;
+    let cache_size = table_size(&raw.director.cache_size, "director.cache_size", DEFAULT_CACHE_SIZE)?;
     let defaults = Timeouts::default();
     let max = i64::from(MAX_TIMEOUT);
     let timeouts = Timeouts {

@@ -80,15 +80,7 @@ fn client_key(client: SocketAddr, vip: SocketAddr, protocol: u8) -> ConnKey {
 /// The key of a NAT connection's replies (real → client), as the data
 /// plane records it next to the client's `key`.
 fn reply_key(key: &ConnKey, real: SocketAddr) -> ConnKey {
-    ConnKey {
-        saddr: addr::to_map(real.ip()).0,
-        daddr: key.saddr,
-        sport: real.port().to_be(),
-        dport: key.sport,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
-    }
+    key.nat_reply(addr::to_map(real.ip()).0, real.port().to_be())
 }
 
 /// The sync entry of a client entry the data plane handed over, or `None`

@@ -230,7 +230,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u8, Vec<Entry>), DecodeError> {
         let family = *rest.get(3).ok_or(DecodeError::EntryTruncated(i))?;
         let len = addr_len(family).ok_or(DecodeError::Family(i))?;
         let e = rest.get(..ENTRY_FIXED_LEN + 3 * len).ok_or(DecodeError::EntryTruncated(i))?;
-        entries.push(decode_entry(e, family));
+        entries.push(decode_entry(e, len));
         at += e.len();
     }
     if at != body.len() {
@@ -239,13 +239,13 @@ pub fn decode(bytes: &[u8]) -> Result<(u8, Vec<Entry>), DecodeError> {
     Ok((sync_id, entries))
 }
 
-/// One entry, `e` being exactly as long as its `family` (IPv4 or IPv6) makes it.
-fn decode_entry(e: &[u8], family: u8) -> Entry {
-    let len = if family == AF_INET6 { 16 } else { 4 };
+/// One entry, `e` being exactly as long as its addresses of `len` bytes
+/// (`addr_len`: 4 or 16) make it.
+fn decode_entry(e: &[u8], len: usize) -> Entry {
     let ports = 4 + 3 * len;
     let port = |n: usize| u16::from_be_bytes([e[ports + 2 * n], e[ports + 2 * n + 1]]);
     let octets = |n: usize| &e[4 + n * len..4 + (n + 1) * len];
-    let endpoints = if family == AF_INET6 {
+    let endpoints = if len == 16 {
         let addr = |n: usize| {
             let mut ip = [0; 16];
             ip.copy_from_slice(octets(n));

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+use lb_common::csum;
 
 /// IP protocol number of VRRP.
 pub const PROTOCOL: u8 = 112;
@@ -113,31 +114,10 @@ impl Advert {
 /// right.
 #[must_use]
 pub fn checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, message: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut add = |bytes: &[u8]| {
-        let mut chunks = bytes.chunks_exact(2);
-        for c in &mut chunks {
-            sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        if let [last] = chunks.remainder() {
-            sum += u64::from(u16::from_be_bytes([*last, 0]));
-        }
-    };
-    add(&octets(&src.into()));
-    add(&octets(&dst.into()));
-    add(&[0, PROTOCOL]);
     // A VRRP message is far below 64 KiB; clamp rather than wrap.
-    add(&u16::try_from(message.len()).unwrap_or(u16::MAX).to_be_bytes());
-    add(message);
-    fold(sum)
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // Folded to 16 bits above.
-    !(sum as u16)
+    let len = u16::try_from(message.len()).unwrap_or(u16::MAX).to_be_bytes();
+    let parts: [&[u8]; 5] = [&octets(&src.into()), &octets(&dst.into()), &[0, PROTOCOL], &len, message];
+    !csum::fold(parts.iter().fold(0, |sum, part| csum::sum_be(part, sum)))
 }
 
 /// An IPv4 datagram around `payload` (protocol 112, TTL 255, TOS 0xc0, no
@@ -156,11 +136,7 @@ pub fn ipv4_datagram(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     d.extend_from_slice(&[0, 0]);
     d.extend_from_slice(&src.octets());
     d.extend_from_slice(&dst.octets());
-    let mut sum: u64 = 0;
-    for c in d.chunks_exact(2) {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    let sum = fold(sum);
+    let sum = !csum::fold(csum::sum_be(&d, 0));
     d[10..12].copy_from_slice(&sum.to_be_bytes());
     d.extend_from_slice(payload);
     d
@@ -399,11 +375,7 @@ mod tests {
         let mut copy = h.to_vec();
         copy[10] = 0;
         copy[11] = 0;
-        let mut sum: u64 = 0;
-        for c in copy.chunks_exact(2) {
-            sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        fold(sum).to_be_bytes()
+        (!csum::fold(csum::sum_be(&copy, 0))).to_be_bytes()
     }
 
     #[test]
