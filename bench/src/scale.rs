@@ -26,7 +26,7 @@ use lb_common::{
     MAP_SERVICE_REALS, MAP_SERVICES, PROG_DIRECTOR, Real, SCHED_RR, SchedState, Service,
     ServiceKey, ServiceReals, counter, v4_addr,
 };
-use lb_user::dataplane::Dataplane;
+use lb_user::dataplane::{Dataplane, TableSizes};
 
 use crate::{
     Case, Settings, check,
@@ -402,7 +402,7 @@ fn weighted_service(
 }
 
 fn weight_changes(repeats: usize) -> Result<Vec<WeightChange>> {
-    let mut dp = Dataplane::load(DEFAULT_CONN_TABLE_SIZE, lb_common::DEFAULT_CACHE_SIZE)
+    let mut dp = Dataplane::load(TableSizes::default())
         .map_err(|e| anyhow::anyhow!("loading the data plane: {e:?}"))?;
     let counter = SysCount::new()?;
     let hops = StdHashMap::new();

@@ -540,7 +540,7 @@ pub fn scale_md(sc: &scale::Report, s: &mut String) {
         "\n### Map memory at the default sizes\n\n\
          The kernel's own figure for each map of the director's object\n\
          (`memlock` in `/proc/PID/fdinfo`), as `xlvs run` loads it without\n\
-         `conn_table_size`. Total: {}.\n\n\
+         table sizes in `[director]`. Total: {}.\n\n\
          | map | type | max entries | key | value | memory |\n| --- | --- | ---: | ---: | ---: | ---: |",
         mib(total)
     );
@@ -560,9 +560,11 @@ pub fn scale_md(sc: &scale::Report, s: &mut String) {
         s,
         "\nSizes: `CONNS` is `[director] conn_table_size`; the persistence\n\
          templates and the lblc/lblcr caches (`TEMPLATES`, `LBLC`, `LBLCR`) are\n\
-         `[director] cache_size` each, {} entries by default; the others are\n\
-         bounded by the limits on services and reals.",
-        thousands(u64::from(lb_common::DEFAULT_CACHE_SIZE))
+         `[director] cache_size` each, {} entries by default; `FRAGS` is\n\
+         `[director] frag_table_size`, {} by default; the others are bounded\n\
+         by the limits on services and reals.",
+        thousands(u64::from(lb_common::DEFAULT_CACHE_SIZE)),
+        thousands(u64::from(lb_common::DEFAULT_FRAG_TABLE_SIZE))
     );
     let _ = writeln!(
         s,

@@ -40,8 +40,9 @@ pub const MAX_MAGLEV_SERVICES: u32 = 256;
 pub const DEFAULT_CACHE_SIZE: u32 = 1 << 16;
 pub const MAP_FRAGS: &str = "FRAGS";
 pub const MAP_ICMP_BUDGET: &str = "ICMP_BUDGET";
-/// Datagrams whose later fragments the director can follow at once.
-pub const FRAG_TABLE_SIZE: u32 = 1 << 14;
+/// Datagrams whose later fragments the director can follow at once, by
+/// default; `[director] frag_table_size` overrides it.
+pub const DEFAULT_FRAG_TABLE_SIZE: u32 = 1 << 14;
 /// How long the later fragments of a datagram follow its first: the
 /// kernel's reassembly timeout (`ipfrag_time`, 30 s).
 pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;

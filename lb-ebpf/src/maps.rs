@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, FRAG_TABLE_SIZE, FragEntry, FragKey, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
+    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, DEFAULT_FRAG_TABLE_SIZE, FragEntry, FragKey, DirectorCtl, SYNC_EVENTS_BYTES, SCHEDULERS_SLOTS, DEFAULT_CONN_TABLE_SIZE, LblcEntry,
     MAX_MAGLEV_SERVICES, MAX_REALS, MAX_SERVICES, MaglevTable, RangeData, Real, RealConns,
     SchedState, Service, ServiceKey, ServiceReals, Stats, Template, VipKey, counter,
     icmp::IcmpBudget, net::{Flow, Packet}, sched::LblcrEntry,
@@ -50,7 +50,7 @@ pub static LBLCR: LruHashMap<AddrKey, LblcrEntry> = LruHashMap::with_max_entries
 /// The datagrams whose first fragment went by a connection: their later
 /// fragments follow it (`fragment.rs`).
 #[map]
-pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAG_TABLE_SIZE, 0);
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(DEFAULT_FRAG_TABLE_SIZE, 0);
 /// The rate limit of the ICMP errors the data plane sends (`icmp.rs`).
 #[map]
 pub static ICMP_BUDGET: Array<IcmpBudget> = Array::with_max_entries(1, 0);

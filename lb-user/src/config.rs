@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_common::{
-    DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE, MAX_MAGLEV_SERVICES, MAX_REALS, MAX_REALS_PER_SERVICE, MAX_SERVICES,
+    DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE, DEFAULT_FRAG_TABLE_SIZE, MAX_MAGLEV_SERVICES, MAX_REALS, MAX_REALS_PER_SERVICE, MAX_SERVICES,
     SVC_F_PERSISTENT,
     sched::{Scheduler, lblc::LBLC_DEFAULT_EXPIRATION_SECS},
 };
@@ -220,6 +220,8 @@ pub struct Config {
     /// Entries of each of the persistence templates' and the lblc/lblcr
     /// caches' tables.
     pub cache_size: u32,
+    /// Entries of the table that follows fragmented datagrams.
+    pub frag_table_size: u32,
     /// The idle timeouts at start-up (`xlvs set --timeout` changes them).
     pub timeouts: Timeouts,
     /// Re-read the file when it changes (SIGHUP always reloads).
@@ -328,6 +330,9 @@ struct DirectorSection {
     /// Entries of the persistence templates' table, and of each of the
     /// lblc and lblcr caches.
     cache_size: Option<Spanned<u32>>,
+    /// Entries of the table that sends a datagram's later fragments after
+    /// its first (one per datagram in flight).
+    frag_table_size: Option<Spanned<u32>>,
     /// Idle timeout of an ESTABLISHED TCP connection, in seconds (ipvsadm
     /// `--set`'s tcp); 900 when absent.
     timeout_tcp: Option<Spanned<i64>>,
@@ -484,6 +489,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
     let conn_table_size = table_size(&raw.director.conn_table_size, "director.conn_table_size", DEFAULT_CONN_TABLE_SIZE)?;
     let cache_size = table_size(&raw.director.cache_size, "director.cache_size", DEFAULT_CACHE_SIZE)?;
+    let frag_table_size = table_size(&raw.director.frag_table_size, "director.frag_table_size", DEFAULT_FRAG_TABLE_SIZE)?;
     let defaults = Timeouts::default();
     let max = i64::from(MAX_TIMEOUT);
     let timeouts = Timeouts {
@@ -541,7 +547,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(sync::parse(&at, section.span().start, section.get_ref(), pair)?)
         }
     };
-    Ok(Config { interfaces: interfaces.clone(), conn_table_size, cache_size, timeouts, autoreload, metrics, services, vrrp, sync })
+    Ok(Config { interfaces: interfaces.clone(), conn_table_size, cache_size, frag_table_size, timeouts, autoreload, metrics, services, vrrp, sync })
 }
 
 fn virtual_service(at: &Locator<'_>, i: usize, v: &VirtualSection) -> Result<Service, ConfigError> {
@@ -868,6 +874,7 @@ weight = 2
         assert_eq!(c.interfaces, ["veth-ext"]);
         assert_eq!(c.conn_table_size, DEFAULT_CONN_TABLE_SIZE);
         assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+        assert_eq!(c.frag_table_size, DEFAULT_FRAG_TABLE_SIZE);
         assert_eq!(c.timeouts, Timeouts::default());
         let s = &c.services[0];
         assert_eq!((s.protocol, s.vip), (Protocol::Tcp, VirtualAddr::single(Ipv4Addr::new(10, 100, 0, 100), 80)));
@@ -999,6 +1006,7 @@ weight = 2
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"a-name-that-is-far-too-long\"]", 3, "director.interfaces", "not a valid interface name"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nconn_table_size = 10", 4, "director.conn_table_size", "at least 1024"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ncache_size = 1023", 4, "director.cache_size", "at least 1024"),
+            ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\nfrag_table_size = 0", 4, "director.frag_table_size", "at least 1024"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcp = 0", 4, "director.timeout_tcp", "0 is out of range 1..=2678400"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_tcpfin = 2678401", 4, "director.timeout_tcpfin", "out of range 1..=2678400"),
             ("interfaces = [\"veth-ext\"]", "interfaces = [\"veth-ext\"]\ntimeout_udp = -1", 4, "director.timeout_udp", "out of range"),

@@ -10,8 +10,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AddrKey, Buckets, Conn, ConnKey, LblcEntry, MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS,
-    MAP_DECAP_VIPS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
+    AddrKey, Buckets, Conn, ConnKey, DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE, DEFAULT_FRAG_TABLE_SIZE, LblcEntry,
+    MAP_BUCKETS, MAP_CONNS, MAP_COUNTERS, MAP_DECAP_VIPS, MAP_FRAGS, MAP_LBLC, MAP_LBLCR, MAP_MAGLEV, MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS,
     MAP_SCHED_STATE, MAP_SERVICE_RANGES, MAP_SERVICE_REALS, MAP_SERVICES, MAP_TEMPLATES,
     FWD_TUN, MaglevTable, PROG_DECAP, RangeData, PROG_DIRECTOR, REAL_F_LOCAL, REAL_F_NEXTHOP, Real, RealConns, SchedState, Service,
     ServiceKey, ServiceReals, Stats, Template, VipKey, counter, sched::LblcrEntry,
@@ -128,20 +128,46 @@ fn take_counters(ebpf: &mut Ebpf) -> Result<SharedCounters, Error> {
     }
 }
 
+/// The entries of the tables `[director]` sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSizes {
+    /// `CONNS` (`conn_table_size`).
+    pub conns: u32,
+    /// Each of the persistence templates' and the lblc/lblcr caches' tables
+    /// (`cache_size`).
+    pub cache: u32,
+    /// `FRAGS` (`frag_table_size`).
+    pub frags: u32,
+}
+
+impl Default for TableSizes {
+    fn default() -> Self {
+        Self { conns: DEFAULT_CONN_TABLE_SIZE, cache: DEFAULT_CACHE_SIZE, frags: DEFAULT_FRAG_TABLE_SIZE }
+    }
+}
+
+impl TableSizes {
+    /// The sizes a configuration sets.
+    #[must_use]
+    pub const fn of(config: &config::Config) -> Self {
+        Self { conns: config.conn_table_size, cache: config.cache_size, frags: config.frag_table_size }
+    }
+}
+
 impl Dataplane {
     /// Loads the director program (through the verifier) and takes its
-    /// maps: `CONNS` of `conn_table_size` entries, the persistence
-    /// templates and the lblc/lblcr caches of `cache_size` each
-    /// (`[director]`'s keys).
+    /// maps, with its tables of `sizes` entries.
     ///
     /// # Errors
     /// When the object does not load; a verifier rejection carries its log.
-    pub fn load(conn_table_size: u32, cache_size: u32) -> Result<Self, Error> {
+    pub fn load(sizes: TableSizes) -> Result<Self, Error> {
+        let conn_table_size = sizes.conns;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_CONNS, conn_table_size)
-            .map_max_entries(MAP_TEMPLATES, cache_size)
-            .map_max_entries(MAP_LBLC, cache_size)
-            .map_max_entries(MAP_LBLCR, cache_size)
+            .map_max_entries(MAP_CONNS, sizes.conns)
+            .map_max_entries(MAP_TEMPLATES, sizes.cache)
+            .map_max_entries(MAP_LBLC, sizes.cache)
+            .map_max_entries(MAP_LBLCR, sizes.cache)
+            .map_max_entries(MAP_FRAGS, sizes.frags)
             .load(crate::ebpf_object())?;
         let schedulers = programs::load_director(&mut ebpf)?;
         Ok(Self {

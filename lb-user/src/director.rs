@@ -27,7 +27,7 @@ use crate::{
     config::{self, Config},
     control::{self, Request, Response},
     dataplane::{
-        Applied, Dataplane, RealKey, ServiceAddr,
+        Applied, Dataplane, RealKey, ServiceAddr, TableSizes,
         apply::{real_key, service_key},
     },
     edit,
@@ -105,7 +105,7 @@ pub async fn run(config_path: &Path, socket: &Path) -> anyhow::Result<()> {
     }
     let server = control::Server::bind(socket)?;
     let mut dataplane =
-        Dataplane::load(config.conn_table_size, config.cache_size).context("loading the XDP program")?;
+        Dataplane::load(TableSizes::of(&config)).context("loading the XDP program")?;
     let resolver = Resolver::new()?;
     let hops = resolve_all(&resolver, &real_addresses(&config.services), RESOLVE_WAIT).await;
     // A director of a VRRP pair starts as the backup, and forwards only once
@@ -491,14 +491,16 @@ impl Director {
         if config.interfaces != self.configured.interfaces
             || config.conn_table_size != self.configured.conn_table_size
             || config.cache_size != self.configured.cache_size
+            || config.frag_table_size != self.configured.frag_table_size
             || config.metrics != self.configured.metrics
         {
-            warn!("interfaces, conn_table_size, cache_size and metrics change only on restart; the rest is reloaded");
+            warn!("interfaces, the table sizes and metrics change only on restart; the rest is reloaded");
         }
         let mut config = config;
         config.interfaces.clone_from(&self.configured.interfaces);
         config.conn_table_size = self.configured.conn_table_size;
         config.cache_size = self.configured.cache_size;
+        config.frag_table_size = self.configured.frag_table_size;
         config.metrics = self.configured.metrics;
         if config.timeouts != self.configured.timeouts {
             self.timeouts = config.timeouts;

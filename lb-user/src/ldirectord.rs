@@ -14,7 +14,7 @@
 use std::{net::{IpAddr, Ipv4Addr, Ipv6Addr}, str::FromStr as _, time::Duration};
 
 use lb_common::{
-    DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_CACHE_SIZE, DEFAULT_CONN_TABLE_SIZE, DEFAULT_FRAG_TABLE_SIZE,
     sched::{Scheduler, lblc::LBLC_DEFAULT_EXPIRATION_SECS},
 };
 
@@ -180,6 +180,7 @@ pub fn import_with(file: &str, text: &str, interfaces: &[String]) -> Result<Impo
         interfaces,
         conn_table_size: DEFAULT_CONN_TABLE_SIZE,
         cache_size: DEFAULT_CACHE_SIZE,
+        frag_table_size: DEFAULT_FRAG_TABLE_SIZE,
         timeouts: Timeouts::default(),
         autoreload,
         metrics: None,

@@ -13,10 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use lb_common::{DEFAULT_CACHE_SIZE, sched::Scheduler};
+use lb_common::sched::Scheduler;
 use lb_user::{
     config::{self, Config},
-    dataplane::{Applied, Dataplane},
+    dataplane::{Applied, Dataplane, TableSizes},
 };
 
 fn parse(text: &str) -> Config {
@@ -46,14 +46,15 @@ fn ids(dp: &Dataplane) -> (HashMap<String, u32>, HashMap<String, u32>) {
 
 #[test]
 fn apply_changes_only_what_differs() {
-    let mut dp = Dataplane::load(4096, 2048).expect("load the XDP object (root?)");
-    // `[director] conn_table_size` and `cache_size` size the tables.
+    let mut dp = Dataplane::load(TableSizes { conns: 4096, cache: 2048, frags: 3072 }).expect("load the XDP object (root?)");
+    // `[director] conn_table_size`, `cache_size` and `frag_table_size`
+    // size the tables.
     let sizes: HashMap<String, u32> = aya::maps::loaded_maps()
         .filter_map(Result::ok)
-        .filter(|m| matches!(m.max_entries(), 2048 | 4096))
+        .filter(|m| matches!(m.max_entries(), 2048 | 3072 | 4096))
         .filter_map(|m| Some((m.name_as_str()?.to_owned(), m.max_entries())))
         .collect();
-    for (map, want) in [("CONNS", 4096), ("TEMPLATES", 2048), ("LBLC", 2048), ("LBLCR", 2048)] {
+    for (map, want) in [("CONNS", 4096), ("TEMPLATES", 2048), ("LBLC", 2048), ("LBLCR", 2048), ("FRAGS", 3072)] {
         assert_eq!(sizes.get(map), Some(&want), "{map}'s entries: {sizes:?}");
     }
     let hops = HashMap::new();
@@ -136,7 +137,7 @@ fn apply_changes_only_what_differs() {
 
 #[test]
 fn a_change_without_room_changes_nothing() {
-    let mut dp = Dataplane::load(4096, DEFAULT_CACHE_SIZE).expect("load the XDP object (root?)");
+    let mut dp = Dataplane::load(TableSizes { conns: 4096, ..TableSizes::default() }).expect("load the XDP object (root?)");
     let hops = HashMap::new();
     let small = parse(&service("tcp", "10.100.0.1:80", "rr", &[("10.0.1.1", 1), ("10.0.1.2", 1)]));
     dp.apply(&small.services, &hops).unwrap();
@@ -171,7 +172,7 @@ fn the_tail_call_table_is_pinned_while_attached() {
     let slots = ns
         .run_in(|| {
             assert_eq!(pin, lb_user::dataplane::pin::path_for(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()));
-            let mut dp = Dataplane::load(4096, DEFAULT_CACHE_SIZE).expect("load the XDP object (root?)");
+            let mut dp = Dataplane::load(TableSizes { conns: 4096, ..TableSizes::default() }).expect("load the XDP object (root?)");
             assert!(!pin.exists(), "nothing is pinned before the director attaches");
             dp.attach("pin0").expect("attach to the namespace's veth");
             let table = aya::maps::MapData::from_pin(&pin).expect("the table is pinned");

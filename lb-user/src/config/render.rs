@@ -27,6 +27,7 @@ pub fn render(config: &Config) -> String {
     line(w, &format!("interfaces = [{}]", interfaces.join(", ")));
     line(w, &format!("conn_table_size = {}", config.conn_table_size));
     line(w, &format!("cache_size = {}", config.cache_size));
+    line(w, &format!("frag_table_size = {}", config.frag_table_size));
     line(w, &format!("timeout_tcp = {}", config.timeouts.tcp));
     line(w, &format!("timeout_tcpfin = {}", config.timeouts.tcpfin));
     line(w, &format!("timeout_udp = {}", config.timeouts.udp));
@@ -308,7 +309,7 @@ mod tests {
         round_trip(&one_service("persistent = true\n"));
         round_trip(&one_service("persistent = 600\nnetmask = \"255.255.0.0\"\n"));
         round_trip(&format!("{HEAD}[[virtual]]\naddress = \"10.50.0.0/16:80\"\nprotocol = \"udp\"\n[[virtual]]\naddress = \"10.50.1.0/24:80\"\n"));
-        round_trip(&format!("{HEAD}conn_table_size = 4096\ncache_size = 2048\ntimeout_tcp = 3600\ntimeout_tcpfin = 30\ntimeout_udp = 10\nautoreload = true\nmetrics = \"127.0.0.1:9108\"\n"));
+        round_trip(&format!("{HEAD}conn_table_size = 4096\ncache_size = 2048\nfrag_table_size = 4096\ntimeout_tcp = 3600\ntimeout_tcpfin = 30\ntimeout_udp = 10\nautoreload = true\nmetrics = \"127.0.0.1:9108\"\n"));
         round_trip(&format!("{HEAD}metrics = \"[::1]:9108\"\n"));
         round_trip(HEAD);
     }
@@ -489,6 +490,7 @@ address = "10.0.1.53:5353"
 interfaces = ["eth0"]
 conn_table_size = 262144
 cache_size = 65536
+frag_table_size = 16384
 timeout_tcp = 900
 timeout_tcpfin = 120
 timeout_udp = 300
